@@ -1,0 +1,39 @@
+# `make demo` and `make test` work on a fresh clone: each creates .venv with
+# Python >= 3.12 and installs what it needs from pyproject.toml.
+SHELL := /bin/bash
+VENV := .venv
+PY := $(VENV)/bin/python
+# The first interpreter >= 3.12 found: pyenv's (selected by .python-version), then PATH.
+PYTHON ?= $(shell for p in "$$(pyenv which python 2>/dev/null)" python3.12 python3.13 python3 \
+	"$$HOME/.pyenv/versions/3.12.1/bin/python" "$$HOME/.pyenv/versions/3.13.0/bin/python"; do \
+	  [ -n "$$p" ] && command -v "$$p" >/dev/null 2>&1 && \
+	  "$$p" -c 'import sys; sys.exit(sys.version_info < (3, 12))' 2>/dev/null && { echo "$$p"; break; }; \
+	done)
+
+.PHONY: demo test bench lint clean
+
+$(VENV)/.created:
+	@test -n "$(PYTHON)" || { echo "error: no Python >= 3.12 found (install one or set PYTHON=...)" >&2; exit 1; }
+	$(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install -q --upgrade pip
+	touch $@
+
+$(VENV)/.installed-%: pyproject.toml $(VENV)/.created
+	$(PY) -m pip install -q -e '.[$*]'
+	touch $@
+
+demo: $(VENV)/.installed-demo
+	$(PY) -m trio_mesa.demo
+
+test: $(VENV)/.installed-test
+	$(PY) -m pytest
+
+bench: $(VENV)/.installed-test
+	$(PY) benchmarks/run.py
+
+lint: $(VENV)/.installed-dev
+	$(VENV)/bin/ruff check trio_mesa tests benchmarks
+	$(VENV)/bin/ruff format --check trio_mesa tests benchmarks
+
+clean:
+	rm -rf $(VENV) .pytest_cache .hypothesis

@@ -1,0 +1,96 @@
+"""What happened to one agent in one step: the `Status` enum and the immutable `AgentOutcome`."""
+
+from __future__ import annotations
+
+import enum
+from dataclasses import dataclass
+from typing import Any
+
+
+class Status(enum.Enum):
+    """How one agent's call ended.
+
+    ``OK``
+        The call returned; ``AgentOutcome.result`` holds its return value.
+    ``FAILED``
+        The call raised an `Exception`; ``AgentOutcome.exception`` holds it.
+    ``TIMED_OUT``
+        The per-agent ``timeout`` or the step's ``deadline`` elapsed first
+        (``exception`` is an `AgentTimeout`). An agent that never started because the
+        deadline had passed is ``TIMED_OUT`` with ``attempts == 0``.
+    ``CANCELLED``
+        ``fail_fast`` stopped the agent, or kept it from starting, after another
+        agent failed (``exception`` is an `AgentCancelled`).
+    ``SKIPPED``
+        The agent was removed from its model before its turn came, so it was not
+        called (as Mesa's ``shuffle_do`` skips it). Not a failure.
+    """
+
+    OK = "ok"
+    FAILED = "failed"
+    TIMED_OUT = "timed_out"
+    CANCELLED = "cancelled"
+    SKIPPED = "skipped"
+
+    def __repr__(self) -> str:
+        return f"Status.{self.name}"
+
+
+#: Statuses that count as failures (`StepReport.failed`, strict mode). SKIPPED is not one.
+FAILURE_STATUSES = frozenset({Status.FAILED, Status.TIMED_OUT, Status.CANCELLED})
+
+
+@dataclass(frozen=True, slots=True)
+class AgentOutcome:
+    """The captured result of one agent's call in one step; a plain immutable value.
+
+    Attributes:
+        agent: the Mesa agent that was called.
+        unique_id: ``agent.unique_id`` when the call was made.
+        status: how the call ended (`Status`).
+        exception: the exception for ``FAILED`` (the agent's own), ``TIMED_OUT``
+            (`AgentTimeout`) and ``CANCELLED`` (`AgentCancelled`); ``None`` otherwise.
+        result: the call's return value when ``OK``; ``None`` otherwise.
+        duration: seconds the call ran, on Trio's clock (virtual under ``MockClock``).
+        attempts: how many times the call was started (0 when it never started).
+        abandoned: ``True`` when a sync agent running in a worker thread was still
+            running when the step returned (threads cannot be cancelled; see
+            ``StepPolicy.abandon_threads``). Its side effects may still happen.
+    """
+
+    agent: Any
+    unique_id: Any
+    status: Status
+    exception: BaseException | None = None
+    result: Any = None
+    duration: float = 0.0
+    attempts: int = 1
+    abandoned: bool = False
+
+    @property
+    def is_ok(self) -> bool:
+        """``True`` when the call returned normally."""
+        return self.status is Status.OK
+
+    def unwrap(self) -> Any:
+        """Return ``result`` if OK, else raise ``exception`` (like `outcome.Outcome.unwrap`).
+
+        A ``SKIPPED`` outcome has nothing to return or raise: it raises `LookupError`.
+        """
+        if self.status is Status.OK:
+            return self.result
+        if self.exception is not None:
+            raise self.exception
+        raise LookupError(f"agent {self.unique_id!r} was skipped: it has no result")
+
+    def __repr__(self) -> str:
+        parts = [f"unique_id={self.unique_id!r}", f"status={self.status!r}"]
+        if self.exception is not None:
+            parts.append(f"exception={self.exception!r}")
+        if self.result is not None:
+            parts.append(f"result={self.result!r}")
+        parts.append(f"duration={self.duration:.6g}")
+        parts.append(f"attempts={self.attempts}")
+        if self.abandoned:
+            parts.append("abandoned=True")
+        return f"AgentOutcome({', '.join(parts)})"

@@ -1,0 +1,171 @@
+"""`StepReport`: the complete, ordered account of one step, one `AgentOutcome` per agent."""
+
+from __future__ import annotations
+
+from collections import Counter
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from ._errors import StepFailed
+from ._outcome import FAILURE_STATUSES, AgentOutcome, Status
+
+
+@dataclass(frozen=True, slots=True)
+class StepReport:
+    """One outcome per agent, in the order the agents were started.
+
+    Attributes:
+        outcomes: every agent's `AgentOutcome`, in start order (Mesa's shuffled order
+            when the agents came from an ``AgentSet``/``model.agents``).
+        step: the model's ``steps`` counter when the step began, or ``None`` when the
+            agents had no common model.
+        duration: seconds the whole step took, on Trio's clock.
+    """
+
+    outcomes: tuple[AgentOutcome, ...]
+    step: int | None = None
+    duration: float = 0.0
+
+    def __len__(self) -> int:
+        return len(self.outcomes)
+
+    def __iter__(self) -> Iterator[AgentOutcome]:
+        return iter(self.outcomes)
+
+    @property
+    def ok(self) -> tuple[AgentOutcome, ...]:
+        """Outcomes whose status is ``OK``."""
+        return tuple(o for o in self.outcomes if o.status is Status.OK)
+
+    @property
+    def failed(self) -> tuple[AgentOutcome, ...]:
+        """Every outcome that is a failure: ``FAILED``, ``TIMED_OUT`` or ``CANCELLED``.
+
+        ``SKIPPED`` agents (removed from the model before their turn) are neither ok nor
+        failed: Mesa itself skips them silently, and strict mode does not raise for them.
+        """
+        return tuple(o for o in self.outcomes if o.status in FAILURE_STATUSES)
+
+    @property
+    def skipped(self) -> tuple[AgentOutcome, ...]:
+        """Outcomes whose status is ``SKIPPED``."""
+        return tuple(o for o in self.outcomes if o.status is Status.SKIPPED)
+
+    @property
+    def abandoned(self) -> tuple[AgentOutcome, ...]:
+        """Outcomes of sync agents whose worker thread was still running at return."""
+        return tuple(o for o in self.outcomes if o.abandoned)
+
+    @property
+    def all_ok(self) -> bool:
+        """``True`` when no agent failed (skipped agents allowed)."""
+        return not any(o.status in FAILURE_STATUSES for o in self.outcomes)
+
+    @property
+    def counts(self) -> dict[Status, int]:
+        """Number of outcomes per status, every `Status` present (zeros included)."""
+        c = Counter(o.status for o in self.outcomes)
+        return {s: c.get(s, 0) for s in Status}
+
+    def by_id(self) -> dict[Any, AgentOutcome]:
+        """Outcomes keyed by ``unique_id``."""
+        return {o.unique_id: o for o in self.outcomes}
+
+    def raise_for_failures(self) -> None:
+        """Raise `StepFailed` (one leaf per failed outcome) if any agent failed."""
+        failed = self.failed
+        if failed:
+            raise StepFailed(self._summary(), [o.exception for o in failed], self)  # type: ignore[misc]
+
+    def to_records(self) -> list[dict[str, Any]]:
+        """One plain dict per outcome, ready for ``pandas.DataFrame(report.to_records())``."""
+        records = []
+        for o in self.outcomes:
+            exc = o.exception
+            records.append(
+                {
+                    "step": self.step,
+                    "unique_id": o.unique_id,
+                    "agent_class": type(o.agent).__name__,
+                    "status": o.status.value,
+                    "exception_type": type(exc).__name__ if exc is not None else None,
+                    "exception_message": str(exc) if exc is not None else None,
+                    "result": o.result,
+                    "duration": o.duration,
+                    "attempts": o.attempts,
+                    "abandoned": o.abandoned,
+                }
+            )
+        return records
+
+    def _summary(self) -> str:
+        counts = self.counts
+        where = f"step {self.step}" if self.step is not None else "step"
+        parts = ", ".join(f"{n} {s.value.replace('_', ' ')}" for s, n in counts.items() if n)
+        return f"{where}: {len(self.outcomes)} agents ({parts or 'none'}) in {self.duration:.3f} s"
+
+    def __str__(self) -> str:
+        lines = [self._summary()]
+        abandoned = self.abandoned
+        if abandoned:
+            ids = ", ".join(str(o.unique_id) for o in abandoned)
+            lines.append(
+                f"WARNING: {len(abandoned)} agent thread(s) still running after the step "
+                f"returned (agents {ids}); their side effects may still happen"
+            )
+        rows = [o for o in self.outcomes if o.status is not Status.OK]
+        if rows:
+            table = _rows_to_table(rows)
+            lines.extend(table)
+        return "\n".join(lines)
+
+    def __rich__(self) -> Any:
+        """Render as a rich ``Table`` (rich is imported only when rich asks)."""
+        from rich.table import Table
+
+        table = Table(title=self._summary(), show_lines=False)
+        for col in ("unique_id", "class", "status", "exception", "duration (s)", "attempts"):
+            table.add_column(col)
+        style = {
+            Status.OK: "green",
+            Status.FAILED: "red",
+            Status.TIMED_OUT: "yellow",
+            Status.CANCELLED: "magenta",
+            Status.SKIPPED: "dim",
+        }
+        for o in self.outcomes:
+            table.add_row(
+                str(o.unique_id),
+                type(o.agent).__name__,
+                f"[{style[o.status]}]{o.status.value}[/]",
+                _describe(o.exception),
+                f"{o.duration:.3f}",
+                str(o.attempts),
+            )
+        return table
+
+
+def _describe(exc: BaseException | None) -> str:
+    if exc is None:
+        return ""
+    msg = str(exc)
+    return f"{type(exc).__name__}: {msg}" if msg else type(exc).__name__
+
+
+def _rows_to_table(rows: Sequence[AgentOutcome]) -> list[str]:
+    cells = [("unique_id", "class", "status", "exception")]
+    cells += [
+        (
+            str(o.unique_id),
+            type(o.agent).__name__,
+            o.status.value + (" (thread abandoned)" if o.abandoned else ""),
+            _describe(o.exception),
+        )
+        for o in rows
+    ]
+    widths = [max(len(r[i]) for r in cells) for i in range(3)]
+    out = []
+    for r in cells:
+        out.append("  " + "  ".join(c.ljust(w) for c, w in zip(r, widths, strict=False)) + "  " + r[3])
+    return out
