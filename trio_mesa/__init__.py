@@ -13,6 +13,7 @@ Every agent runs in its own Trio task; an agent's exception is captured in its
 from ._core import call_agents, run_step, step_agents
 from ._errors import AgentCancelled, AgentTimeout, StepFailed
 from ._flavor import Flavor, trio_native
+from ._guest import aio_call_agents, aio_step_agents
 from ._outcome import AgentOutcome, Status
 from ._policy import StepPolicy
 from ._report import StepReport
@@ -26,6 +27,8 @@ __all__ = [
     "StepFailed",
     "StepPolicy",
     "StepReport",
+    "aio_call_agents",
+    "aio_step_agents",
     "call_agents",
     "run_step",
     "step_agents",

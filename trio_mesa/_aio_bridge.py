@@ -53,7 +53,12 @@ async def trio_host_runner() -> AsyncIterator[AioRunner]:
     """Yield a runner for asyncio coroutines on the current Trio host (via trio-asyncio)."""
     import trio_asyncio
 
+    from ._asyncio_policy import restore_plain_asyncio_outside_trio
     from ._executor import PassThroughExecutor
+
+    # Importing trio-asyncio hands every later asyncio.run() in this process a
+    # trio-asyncio loop; undo that outside Trio (see _asyncio_policy).
+    restore_plain_asyncio_outside_trio(trio_asyncio)
 
     loop = trio_asyncio.current_loop.get()
     if loop is not None and not loop.is_closed():

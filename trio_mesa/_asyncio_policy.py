@@ -1,0 +1,34 @@
+"""Keep plain ``asyncio.run()`` working in a process that imported trio-asyncio.
+
+trio-asyncio 0.16, on import, makes its ``TrioPolicy`` the process's event loop policy:
+outside Trio, ``asyncio.new_event_loop()`` (and so ``asyncio.run()``) then returns a
+``SyncTrioEventLoop``, which runs a whole Trio run in a greenlet. Asyncio code becomes
+slower, and starting Trio in guest mode on such a loop fails ("Attempted to call run()
+from inside a run()"), so `trio_mesa.compat` would break after any native Trio step with
+asyncio agents. trio-asyncio falls back to a thread's "faked" policy when one is set
+(its own mechanism for tests that install a custom policy); we set the default of that
+fallback, for every thread, to the policy that was in force before trio-asyncio was
+imported. Inside Trio, trio-asyncio keeps managing its loops exactly as before.
+"""
+
+from __future__ import annotations
+
+from types import ModuleType
+
+
+def restore_plain_asyncio_outside_trio(trio_asyncio: ModuleType) -> None:
+    """Make ``asyncio.new_event_loop()`` outside Trio return asyncio's own loops again.
+
+    Idempotent. A policy set explicitly with ``asyncio.set_event_loop_policy()`` in a
+    thread still wins in that thread; a policy already installed as the process-wide
+    fallback (by us or anyone) is left alone. Does nothing if trio-asyncio's internals
+    are not the ones this was written against (0.15/0.16).
+    """
+    loop_module = getattr(trio_asyncio, "_loop", None)
+    faked = getattr(loop_module, "_faked_policy", None)
+    original = getattr(loop_module, "_original_policy", None)
+    if faked is None or original is None:
+        return
+    faked_type = type(faked)
+    if faked_type.__dict__.get("policy", None) is None:
+        faked_type.policy = original

@@ -1,0 +1,380 @@
+"""Drive the Trio stepping core from asyncio code, on the caller's own running loop.
+
+`aio_step_agents` and `aio_call_agents` are awaited from asyncio (``asyncio.run``, Jupyter,
+any running loop). They run the step's Trio tasks in Trio *guest mode* on that loop
+(``trio.lowlevel.start_guest_run``) and run every asyncio-flavored agent coroutine as an
+ordinary task on the same loop, so objects bound to it (an ``asyncio.Lock`` or
+``httpx.AsyncClient`` made before the step) keep working. No thread and no event loop is
+made per agent, and trio-asyncio is never imported.
+
+One guest run per thread serves every step in flight on that thread's loop: concurrent
+and nested calls join it, and it ends when its last step ends. Agent coroutines are
+started in batches from a plain loop callback, never from inside a Trio tick, so agent
+code never sees Trio's run context (sniffio reports asyncio to it, eager task factories
+work) and 10,000 agents cost 10,000 tasks plus a handful of callbacks.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextvars
+import sys
+import threading
+from collections.abc import Callable, Coroutine, Iterable
+from typing import Any
+
+import trio
+from mesa import Agent
+from outcome import Error, Outcome, Value
+
+from ._core import _Entry, _prepare, _Step
+from ._policy import StepPolicy
+from ._report import StepReport
+
+_reschedule = trio.lowlevel.reschedule
+_current_task = trio.lowlevel.current_task
+_wait_task_rescheduled = trio.lowlevel.wait_task_rescheduled
+_copy_context = contextvars.copy_context
+_FAILED = trio.lowlevel.Abort.FAILED
+
+
+async def aio_step_agents(
+    agents: Iterable[Agent], *, shuffle: bool | None = None, **options: Any
+) -> StepReport:
+    """Asyncio twin of `trio_mesa.step_agents`: await it from asyncio code.
+
+    Steps every agent once (``astep()`` if it has one, else ``step()``), each in its own
+    Trio task driven in guest mode on the running asyncio loop; asyncio-flavored
+    ``astep`` coroutines run as tasks on that loop. Isolation, options (``strict``,
+    ``timeout``, ``deadline``, ``max_concurrency``, ``sync_mode``, ...) and the returned
+    `StepReport` are exactly as in `trio_mesa.step_agents`.
+
+    Cancellation: if the awaiting task is cancelled, every agent still running is
+    cancelled (its asyncio task gets ``CancelledError``) and the call waits until all
+    of them have finished before raising ``CancelledError``; a second cancellation
+    while it waits does not cut that wait short. When the call returns or raises, no
+    task it started is pending.
+
+    Raises:
+        TypeError, ValueError: bad input, before any agent runs.
+        StepFailed: in strict mode, after every agent has finished, if any failed.
+        KeyboardInterrupt, SystemExit: raised by an agent, after the others were
+            cancelled and finished.
+    """
+    policy = StepPolicy(**options)
+    return await run_entries(_prepare(agents, None, (), {}, shuffle), policy)
+
+
+async def aio_call_agents(
+    agents: Iterable[Agent],
+    method: str | Callable[..., Any],
+    /,
+    *args: Any,
+    policy: StepPolicy | None = None,
+    shuffle: bool = False,
+    **kwargs: Any,
+) -> StepReport:
+    """Asyncio twin of `trio_mesa.call_agents`: call ``method`` on every agent, keep results.
+
+    Host, cancellation and errors are as in `aio_step_agents`.
+    """
+    entries = _prepare(agents, method, args, kwargs, shuffle)
+    return await run_entries(entries, policy or StepPolicy())
+
+
+async def run_entries(entries: list[_Entry], policy: StepPolicy) -> StepReport:
+    """Run prepared entries (see `trio_mesa._core._prepare`) on the running asyncio loop."""
+    loop = asyncio.get_running_loop()
+    job = _Job(entries, policy, loop)
+    while True:
+        host: _GuestHost | None = getattr(_this_thread, "host", None)
+        if host is None:
+            if trio.lowlevel.in_trio_run():
+                # The "asyncio" loop is itself run by Trio (trio-asyncio): no guest mode.
+                return await _run_on_trio_asyncio(loop, entries, policy)
+            host = _GuestHost(loop)
+            host.submit(job)
+            host.start()
+            break
+        if host.loop is not loop:
+            raise RuntimeError(
+                "a trio-mesa step started on another asyncio event loop in this thread "
+                f"({host.loop!r}) has not finished; that loop was stopped while the step ran"
+            )
+        if host.submit(job):
+            break
+        # The run is ending (its last step just finished): wait for it, then start anew.
+        await asyncio.shield(host.finished)
+    return await job.wait()
+
+
+# -- one Trio guest run per thread ---------------------------------------------------------
+
+
+class _ThisThread(threading.local):
+    host: _GuestHost | None = None
+
+
+_this_thread = _ThisThread()
+
+
+class _GuestHost:
+    """A Trio guest run on one asyncio loop, alive while at least one step runs on it."""
+
+    def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
+        self.loop = loop
+        self.nursery: trio.Nursery | None = None
+        self.waiting: list[_Job] | None = []  # submitted before the run's main task started
+        self.jobs: set[_Job] = set()
+        self.finished: asyncio.Future[None] = loop.create_future()
+        # Callers whose step was the last one, waiting for the run to end; released
+        # early if another step joins the run (it will keep the run alive).
+        self.settling: list[asyncio.Future[None]] = []
+
+    def start(self) -> None:
+        _this_thread.host = self
+        try:
+            trio.lowlevel.start_guest_run(
+                self._main,
+                run_sync_soon_threadsafe=self.loop.call_soon_threadsafe,
+                run_sync_soon_not_threadsafe=self.loop.call_soon,
+                done_callback=self._done,
+                # asyncio owns signal.set_wakeup_fd (add_signal_handler); Trio must not
+                # take it over. Trio's docs recommend this for asyncio hosts.
+                host_uses_signal_set_wakeup_fd=True,
+            )
+        except BaseException:
+            _this_thread.host = None
+            raise
+
+    def submit(self, job: _Job) -> bool:
+        """Add ``job`` to this run; ``False`` when the run is already closing."""
+        if self.waiting is not None:
+            self.waiting.append(job)
+        else:
+            try:
+                # Called from the host loop, between Trio ticks: spawning is plain
+                # bookkeeping on the run, which lives in this thread.
+                self.nursery.start_soon(job.run)  # type: ignore[union-attr]
+            except RuntimeError:  # "Nursery is closed to new arrivals"
+                return False
+        self.jobs.add(job)
+        job.host = self
+        self._release_settling()
+        return True
+
+    def _release_settling(self) -> None:
+        settling, self.settling = self.settling, []
+        for waiter in settling:
+            if not waiter.done():
+                waiter.set_result(None)
+
+    async def _main(self) -> None:
+        async with trio.open_nursery() as nursery:
+            self.nursery = nursery
+            waiting, self.waiting = self.waiting, None
+            for job in waiting:  # type: ignore[union-attr]
+                nursery.start_soon(job.run)
+
+    def _done(self, result: Outcome[Any]) -> None:
+        if _this_thread.host is self:
+            _this_thread.host = None
+        # A job always delivers its own outcome; only a crash of the run itself (a
+        # TrioInternalError, or KeyboardInterrupt delivered by Trio's own handler)
+        # leaves jobs without one. Give them the run's error rather than hang them.
+        for job in list(self.jobs):
+            job.deliver(result if isinstance(result, Error) else Error(_lost_job()))
+        if not self.finished.done():
+            self.finished.set_result(None)
+        self._release_settling()
+
+
+def _lost_job() -> RuntimeError:
+    return RuntimeError("trio-mesa: the Trio guest run ended before this step finished")
+
+
+class _Job:
+    """One step submitted to a `_GuestHost`: its Trio side and its asyncio-side future."""
+
+    __slots__ = ("context", "entries", "future", "host", "loop", "policy", "scope")
+
+    def __init__(self, entries: list[_Entry], policy: StepPolicy, loop: asyncio.AbstractEventLoop):
+        self.entries = entries
+        self.policy = policy
+        self.loop = loop
+        self.future: asyncio.Future[Outcome[StepReport] | None] = loop.create_future()
+        self.scope = trio.CancelScope()
+        self.context = _copy_context()
+        self.host: _GuestHost | None = None
+
+    async def run(self) -> None:
+        # The step's Trio tasks (and the agent tasks they start) see the caller's
+        # contextvars, as tasks started by asyncio.gather would.
+        for var, value in self.context.items():
+            var.set(value)
+        step = _Step(self.entries, self.policy, aio_runner=_LoopRunner(self.loop))
+        try:
+            with self.scope:
+                self.deliver(Value(await step.run()))
+                return
+        except BaseException as exc:  # delivered to the caller; never into the shared run
+            self.deliver(Error(exc))
+            return
+        self.deliver(None)  # cancelled by the caller
+
+    def deliver(self, result: Outcome[StepReport] | None) -> None:
+        if self.host is not None:
+            self.host.jobs.discard(self)
+        if not self.future.done():
+            self.future.set_result(result)
+
+    async def wait(self) -> StepReport:
+        cancelled = False
+        try:
+            result = await asyncio.shield(self.future)
+        except asyncio.CancelledError:
+            cancelled = True
+            # Called on the loop, between Trio ticks; cancelling a scope is bookkeeping
+            # that wakes the guest run, whose tasks then cancel their asyncio tasks.
+            self.scope.cancel()
+            result, _ = await _uncancellable(self.future)
+        # Do not return while the guest run is still winding down with no step left in
+        # it: if the caller then closes the loop (asyncio.run returning, or tearing
+        # down after a KeyboardInterrupt), the run would be abandoned half-finished
+        # and no Trio could ever run in this thread again.
+        host = self.host
+        if host is not None and not host.jobs and not host.finished.done():
+            settled = self.loop.create_future()
+            host.settling.append(settled)
+            _, again = await _uncancellable(settled)
+            cancelled = cancelled or again
+        if isinstance(result, Error) and not isinstance(result.error, Exception):
+            result.unwrap()  # KeyboardInterrupt/SystemExit win over a cancellation
+        if cancelled or result is None:
+            raise asyncio.CancelledError
+        return result.unwrap()
+
+
+async def _uncancellable(future: asyncio.Future[Any]) -> tuple[Any, bool]:
+    """Await ``future`` to the end, even if the awaiting task is cancelled meanwhile.
+
+    Returns its result and whether a cancellation arrived (the caller re-raises it).
+    """
+    cancelled = False
+    while True:
+        try:
+            return await asyncio.shield(future), cancelled
+        except asyncio.CancelledError:
+            cancelled = True
+            if future.done():
+                return future.result(), cancelled
+
+
+# -- agent coroutines as tasks on the host loop --------------------------------------------
+
+
+class _AioCall:
+    __slots__ = ("context", "coro", "error", "raise_cancel", "task", "trio_task", "value")
+
+    def __init__(self, coro: Coroutine[Any, Any, Any], trio_task: trio.lowlevel.Task) -> None:
+        self.coro: Coroutine[Any, Any, Any] | None = coro
+        self.trio_task = trio_task
+        self.context = _copy_context()
+        self.task: asyncio.Task[Any] | None = None
+        self.raise_cancel: Callable[[], Any] | None = None
+        self.value: Any = None
+        self.error: BaseException | None = None
+
+    def abort(self, raise_cancel: Callable[[], Any]) -> trio.lowlevel.Abort:
+        # Never Abort.SUCCEEDED: the Trio task waits until the asyncio task has really
+        # finished (or, if it never started, until the batch discarded its coroutine).
+        self.raise_cancel = raise_cancel
+        if self.task is not None:
+            self.task.cancel()
+        return _FAILED
+
+
+async def _drive(call: _AioCall, coro: Coroutine[Any, Any, Any]) -> None:
+    # The asyncio task's whole body: run the agent's coroutine, keep how it ended, wake
+    # the Trio task. Waking from here rather than from a done-callback saves a loop
+    # callback per agent. CancelledError is kept like any other ending (the Trio side
+    # decides what it means), so the task itself always ends normally.
+    try:
+        call.value = await coro
+    except BaseException as exc:
+        call.error = exc
+    _reschedule(call.trio_task)
+
+
+class _LoopRunner:
+    """The core's ``aio_runner`` on a guest host: ``await runner(coro)`` runs ``coro`` as a
+    task on the host loop and returns its result (raising its exception).
+
+    If the waiting Trio task is cancelled, the asyncio task is cancelled and waited for;
+    then ``trio.Cancelled`` is raised (unless the coroutine finished anyway, whose result
+    or exception then stands). A coroutine cancelled before it started is closed unrun.
+    """
+
+    __slots__ = ("batch", "loop")
+
+    def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
+        self.loop = loop
+        self.batch: list[_AioCall] = []
+
+    async def __call__(self, coro: Coroutine[Any, Any, Any]) -> Any:
+        call = _AioCall(coro, _current_task())
+        batch = self.batch
+        batch.append(call)
+        if len(batch) == 1:
+            self.loop.call_soon(self._start_batch)
+        await _wait_task_rescheduled(call.abort)
+        error = call.error
+        if error is None:
+            return call.value
+        if call.raise_cancel is not None and isinstance(error, asyncio.CancelledError):
+            call.raise_cancel()  # raises trio.Cancelled
+        try:
+            raise error
+        finally:
+            del call, error  # no reference cycle through the traceback
+
+    def _start_batch(self) -> None:
+        # Runs as a plain loop callback, outside any Trio tick (see the module docstring).
+        batch, self.batch = self.batch, []
+        create_task = self.loop.create_task
+        for call in batch:
+            coro, call.coro = call.coro, None
+            if call.raise_cancel is not None:
+                _discard(coro)  # type: ignore[arg-type]
+                call.error = asyncio.CancelledError()
+                _reschedule(call.trio_task)
+                continue
+            call.task = create_task(_drive(call, coro), context=call.context)  # type: ignore[arg-type]
+
+
+def _discard(coro: Coroutine[Any, Any, Any]) -> None:
+    """Close a coroutine that never started.
+
+    `run_asyncio_call` hands us a wrapper that creates the agent's coroutine only once
+    it runs, so closing the wrapper unstarted leaves no agent coroutine "never awaited".
+    """
+    coro.close()
+
+
+# -- asyncio run by Trio itself (trio-asyncio loops) ---------------------------------------
+
+
+async def _run_on_trio_asyncio(
+    loop: asyncio.AbstractEventLoop, entries: list[_Entry], policy: StepPolicy
+) -> StepReport:
+    trio_asyncio = sys.modules.get("trio_asyncio")
+    if trio_asyncio is None or not isinstance(loop, trio_asyncio.BaseTrioEventLoop):
+        raise RuntimeError(
+            "trio-mesa cannot drive a step from asyncio code running inside a Trio run "
+            f"on {loop!r}; in Trio code use `await trio_mesa.step_agents(...)`"
+        )
+    step = _Step(entries, policy, aio_runner=loop.run_aio_coroutine)
+    return await loop.trio_as_future(step.run)
+
+
+__all__ = ["aio_call_agents", "aio_step_agents", "run_entries"]
