@@ -25,13 +25,15 @@ class _Reraise:
         self.exc = exc
 
 
-async def _carry_base_exceptions(coro: Coroutine[Any, Any, Any]) -> Any:
+async def _carry_base_exceptions(call: Callable[[], Coroutine[Any, Any, Any]]) -> Any:
     # asyncio's Task re-raises KeyboardInterrupt/SystemExit into the loop's callback
     # runner as well as storing it on the task; under trio-asyncio that kills the loop's
     # callback task while the Trio side still waits on the future, so the step hangs.
     # Carry them out as a value instead and re-raise them in the agent's Trio task.
+    # The agent's coroutine is created here, not by the caller: if the task is cancelled
+    # before its first step, no agent coroutine exists to be "never awaited".
     try:
-        return await coro
+        return await call()
     except (KeyboardInterrupt, SystemExit) as exc:
         return _Reraise(exc)
 
@@ -42,7 +44,7 @@ async def run_asyncio_call(run: AioRunner, call: Callable[[], Coroutine[Any, Any
     Exceptions propagate as raised by the coroutine; KeyboardInterrupt and SystemExit
     are re-raised here, in Trio, so they cancel the step's siblings like any Trio error.
     """
-    result = await run(_carry_base_exceptions(call()))
+    result = await run(_carry_base_exceptions(call))
     if type(result) is _Reraise:
         raise result.exc
     return result

@@ -291,6 +291,8 @@ class _Step:
                 if scope.cancelled_caught:
                     self._timed_out(i, agent, start, deadline, started=True, flavor=flavor)
                     return
+                if scope.cancel_called:
+                    self._overran(agent, start, deadline)
             self.outcomes[i] = AgentOutcome(agent, agent.unique_id, _OK, None, result, _now() - start, 1)
         except Exception as exc:
             self._failed(i, agent, exc, start)
@@ -377,8 +379,6 @@ class _Step:
             what = f"its timeout of {limit} s elapsed"
         what += " before it started" if not started else ""
         abandoned = started and flavor is _SYNC and self.policy.abandon_threads
-        if started and flavor is _SYNC and not abandoned:
-            what += " (a thread cannot be interrupted: the step waited for it and discarded its result)"
         exc = AgentTimeout(f"agent {uid!r} ({cls}): {what}", reason=reason, limit=limit)  # type: ignore[arg-type]
         exc.add_note(self._note(agent))
         duration = _now() - start if started else 0.0
@@ -398,6 +398,19 @@ class _Step:
         else:
             logger.warning("agent %r (%s) timed out: %s", uid, cls, what, extra=extra)
         self._fail_fast(agent)
+
+    def _overran(self, agent: Any, start: float, deadline: float) -> None:
+        # Only a worker thread (abandon_threads=False) gets here: it cannot be
+        # interrupted, so the step waited for it; what it returned or raised stands.
+        logger.warning(
+            "agent %r (%s) ran %.3f s past its %s in a worker thread, which cannot be "
+            "interrupted: the step waited for it and kept its outcome",
+            agent.unique_id,
+            type(agent).__qualname__,
+            _now() - deadline,
+            "step deadline" if deadline == self.step_deadline else "timeout",
+            extra={"agent_unique_id": agent.unique_id, "agent_class": type(agent).__qualname__},
+        )
 
     def _cancelled(self, i: int, agent: Any, start: float) -> None:
         self.outcomes[i] = AgentOutcome(

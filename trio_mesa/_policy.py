@@ -35,12 +35,14 @@ class StepPolicy:
             keeps later ones from starting). ``"thread"``: each in a worker thread, so
             blocking calls (an HTTP request) overlap.
         max_threads: at most this many worker threads for ``sync_mode="thread"``.
-        abandon_threads: threads cannot be cancelled. With ``False`` (default) a timed
-            out thread agent is waited for: the step returns only when its thread has
-            finished, and the outcome is ``TIMED_OUT`` (its result discarded, its side
-            effects done). With ``True`` the step stops waiting at the timeout: the
-            outcome is ``TIMED_OUT`` with ``abandoned=True``, a warning is logged, and
-            the thread keeps running in the background.
+        abandon_threads: threads cannot be cancelled. With ``False`` (default) a thread
+            agent that outlives its timeout or the deadline is waited for: the step
+            returns only when the thread has finished, a warning is logged, and the
+            outcome is what the thread did (``OK`` with its result, or ``FAILED``), its
+            ``duration`` showing the overrun. Nothing is left running. With ``True`` the
+            step stops waiting at the timeout: the outcome is ``TIMED_OUT`` with
+            ``abandoned=True``, a warning is logged, the report's ``str()`` says so, and
+            the thread keeps running (its side effects may still happen).
     """
 
     strict: bool = False
