@@ -1,0 +1,111 @@
+"""Compat's policy: process-wide defaults, scoped overrides, and the environment switch.
+
+mesa-llm's functions take only ``agents``, so options cannot come as arguments. The
+policy of a call is built, at call time, from (lowest first) `StepPolicy`'s defaults,
+`configure`'s process-wide defaults, the innermost `policy` block active in the calling
+context, and finally ``TRIO_MESA_STRICT=1``, which forces strict mode on.
+"""
+
+from __future__ import annotations
+
+import contextvars
+import os
+import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
+from typing import Any, Literal
+
+from .._policy import POLICY_FIELDS, StepPolicy
+
+Mode = Literal["asyncio", "threading"]
+
+_defaults = StepPolicy()
+_defaults_lock = threading.Lock()
+_scoped: contextvars.ContextVar[dict[str, Any] | None] = contextvars.ContextVar(
+    "trio_mesa_compat_policy", default=None
+)
+_mode: Mode = "asyncio"
+
+
+def configure(**options: Any) -> StepPolicy:
+    """Set process-wide defaults for every `trio_mesa.compat` call; return them.
+
+    Options are `trio_mesa.StepPolicy` fields: ``strict``, ``fail_fast``, ``timeout``,
+    ``deadline``, ``max_concurrency``, ``limiter``, ``sync_mode``, ``max_threads``,
+    ``abandon_threads``. Options not given keep their current value; ``configure()``
+    alone returns the current defaults. Validated before anything changes.
+
+    Raises:
+        TypeError: for an unknown option name; TypeError/ValueError for a bad value.
+    """
+    global _defaults
+    _check_names(options)
+    with _defaults_lock:
+        if options:
+            _defaults = _defaults.replace(**_exclusive(options))
+        return _defaults
+
+
+@contextmanager
+def policy(**options: Any) -> Iterator[StepPolicy]:
+    """Apply ``options`` to `trio_mesa.compat` calls made inside the ``with`` block.
+
+    Scoped by ``contextvars``: nested blocks stack (inner wins), each asyncio task or
+    thread sees the blocks it entered itself (tasks started inside a block inherit it),
+    and leaving the block restores the outer policy even when it raises. Yields the
+    effective policy. Options are as in `configure`, validated on entry.
+    """
+    _check_names(options)
+    merged = {**(_scoped.get() or {}), **options}
+    effective = _resolve(merged)  # validate now, not at the first step
+    token = _scoped.set(merged)
+    try:
+        yield effective
+    finally:
+        _scoped.reset(token)
+
+
+def current_policy(**overrides: Any) -> StepPolicy:
+    """The `StepPolicy` a compat call made here and now would use (``overrides`` on top)."""
+    scoped = _scoped.get()
+    if overrides:
+        scoped = {**(scoped or {}), **overrides}
+    return _resolve(scoped)
+
+
+def _resolve(scoped: dict[str, Any] | None) -> StepPolicy:
+    result = _defaults
+    if scoped:
+        result = result.replace(**_exclusive(scoped))
+    if not result.strict and os.environ.get("TRIO_MESA_STRICT", "").strip() == "1":
+        result = result.replace(strict=True)
+    return result
+
+
+def _exclusive(options: dict[str, Any]) -> dict[str, Any]:
+    # max_concurrency and limiter exclude each other: setting one clears the other.
+    if options.get("max_concurrency") is not None and "limiter" not in options:
+        return {**options, "limiter": None}
+    if options.get("limiter") is not None and "max_concurrency" not in options:
+        return {**options, "max_concurrency": None}
+    return options
+
+
+def _check_names(options: dict[str, Any]) -> None:
+    unknown = sorted(set(options) - POLICY_FIELDS)
+    if unknown:
+        raise TypeError(
+            f"unknown trio_mesa.compat option(s) {', '.join(map(repr, unknown))}; "
+            f"expected some of {', '.join(sorted(POLICY_FIELDS))}"
+        )
+
+
+def get_mode() -> Mode:
+    return _mode
+
+
+def set_mode(mode: str) -> None:
+    global _mode
+    if mode not in ("asyncio", "threading"):
+        raise ValueError("mode must be either 'asyncio' or 'threading'")
+    _mode = mode  # type: ignore[assignment]
