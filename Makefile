@@ -23,7 +23,7 @@ $(VENV)/.installed-%: pyproject.toml $(VENV)/.created
 	touch $@
 
 demo: $(VENV)/.installed-demo
-	$(PY) -m trio_mesa.demo
+	$(PY) examples/core_demo.py
 
 test: $(VENV)/.installed-test
 	$(PY) -m pytest

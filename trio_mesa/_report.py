@@ -121,12 +121,25 @@ class StepReport:
         return "\n".join(lines)
 
     def __rich__(self) -> Any:
-        """Render as a rich ``Table`` (rich is imported only when rich asks)."""
+        """Render as a rich ``Table`` of the agents that are not OK, like ``str()``.
+
+        rich is imported only when rich itself asks for this.
+        """
         from rich.table import Table
 
-        table = Table(title=self._summary(), show_lines=False)
-        for col in ("unique_id", "class", "status", "exception", "duration (s)", "attempts"):
-            table.add_column(col)
+        ok = len(self.outcomes) - len([o for o in self.outcomes if o.status is not Status.OK])
+        caption = f"{ok} OK agent(s) not listed" if ok else None
+        if self.abandoned:
+            caption = (caption + "; " if caption else "") + (
+                f"WARNING: {len(self.abandoned)} agent thread(s) still running"
+            )
+        table = Table(title=self._summary(), caption=caption, show_lines=False)
+        table.add_column("unique_id", no_wrap=True)
+        table.add_column("class", no_wrap=True)
+        table.add_column("status", no_wrap=True)
+        table.add_column("exception", ratio=1)
+        table.add_column("s", no_wrap=True, justify="right")
+        table.add_column("tries", no_wrap=True, justify="right")
         style = {
             Status.OK: "green",
             Status.FAILED: "red",
@@ -135,6 +148,8 @@ class StepReport:
             Status.SKIPPED: "dim",
         }
         for o in self.outcomes:
+            if o.status is Status.OK:
+                continue
             table.add_row(
                 str(o.unique_id),
                 type(o.agent).__name__,
