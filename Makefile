@@ -23,7 +23,7 @@ $(VENV)/.installed-%: pyproject.toml $(VENV)/.created
 	touch $@
 
 demo: $(VENV)/.installed-demo
-	$(PY) examples/core_demo.py
+	$(PY) -m fault_injection run demo --real-time
 
 test: $(VENV)/.installed-test
 	$(PY) -m pytest
@@ -32,8 +32,8 @@ bench: $(VENV)/.installed-test
 	$(PY) benchmarks/run.py
 
 lint: $(VENV)/.installed-dev
-	$(VENV)/bin/ruff check trio_mesa tests benchmarks
-	$(VENV)/bin/ruff format --check trio_mesa tests benchmarks
+	$(VENV)/bin/ruff check trio_mesa fault_injection tests benchmarks
+	$(VENV)/bin/ruff format --check trio_mesa fault_injection tests benchmarks
 
 clean:
 	rm -rf $(VENV) .pytest_cache .hypothesis

@@ -1,0 +1,152 @@
+"""Fake LLM agents in the three flavors, and `FakeLLMModel`, the Mesa model they live in.
+
+Every agent is a real ``mesa.discrete_space.CellAgent`` on a torus
+``OrthogonalMooreGrid``. A step asks its `FakeLLM` for a tool call, parses it and, only
+on success, moves one cell as told and records the work: ``agent.work_steps`` gets the
+model step and ``model.tally`` grows by one. So lost work (an OK outcome without a
+record) and doubled work (two records in one step, or a record for an agent that did not
+end OK) are both visible. While an agent's code runs, its ``unique_id`` is in
+``model.running``; asyncio-flavored steps also record their asyncio task in
+``model.aio_tasks``, so a checker can prove nothing is left running after a step.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import math
+from collections.abc import Iterator
+from contextlib import contextmanager
+from typing import Any
+
+import mesa
+from mesa.discrete_space import CellAgent, OrthogonalMooreGrid
+
+from trio_mesa import Flavor, trio_native
+
+from ._client import FakeLLM, FakeReply, parse_tool_call
+from ._plan import FaultPlan
+from ._scenario import Scenario
+
+
+class FakeLLMAgent(CellAgent):
+    """Base of the fake agents: one fake LLM call per step, then act on the reply."""
+
+    flavor: Flavor
+
+    def __init__(self, model: FakeLLMModel, llm: FakeLLM) -> None:
+        super().__init__(model)
+        self.llm = llm
+        self.work_steps: list[int] = []
+
+    def prompt(self) -> str:
+        return f"You are agent {self.unique_id} at {self.cell.coordinate}. Choose a move."
+
+    def act(self, reply: FakeReply) -> None:
+        """Parse the reply's tool call and carry it out (raises on a malformed reply)."""
+        tool, args = parse_tool_call(reply)
+        model = self.model
+        x, y = self.cell.coordinate
+        w, h = model.grid.dimensions
+        if tool == "move":
+            self.cell = model.grid[((x + int(args["dx"])) % w, (y + int(args["dy"])) % h)]
+        self.work_steps.append(model.steps)
+        model.tally += 1
+
+    @contextmanager
+    def running(self) -> Iterator[None]:
+        running = self.model.running
+        running.add(self.unique_id)
+        try:
+            yield
+        finally:
+            running.discard(self.unique_id)
+
+
+class AsyncioLLMAgent(FakeLLMAgent):
+    """An asyncio-flavored agent (like every mesa-llm ``LLMAgent``): ``async def astep``."""
+
+    flavor = Flavor.ASYNCIO
+
+    async def astep(self) -> str:
+        with self.running():
+            self.model.aio_tasks.append(asyncio.current_task())
+            reply = await self.llm.acompletion(self.prompt())
+            self.act(reply)
+            return reply.content
+
+
+@trio_native
+class TrioLLMAgent(FakeLLMAgent):
+    """A Trio-flavored agent (marked ``@trio_native``)."""
+
+    flavor = Flavor.TRIO
+
+    async def astep(self) -> str:
+        with self.running():
+            reply = await self.llm.trio_acompletion(self.prompt())
+            self.act(reply)
+            return reply.content
+
+
+class SyncLLMAgent(FakeLLMAgent):
+    """A sync agent: plain ``def step``."""
+
+    flavor = Flavor.SYNC
+
+    def step(self) -> str:  # type: ignore[override]
+        with self.running():
+            reply = self.llm.completion(self.prompt())
+            self.act(reply)
+            return reply.content
+
+
+AGENT_CLASSES: dict[Flavor, type[FakeLLMAgent]] = {
+    Flavor.ASYNCIO: AsyncioLLMAgent,
+    Flavor.TRIO: TrioLLMAgent,
+    Flavor.SYNC: SyncLLMAgent,
+}
+
+
+class FakeLLMModel(mesa.Model):
+    """A Mesa model of ``plan.agents`` fake LLM agents on a square torus grid.
+
+    Agents get ``unique_id`` 1..N in order and the flavor the plan assigns; agent i starts
+    on cell ``((i-1) % w, (i-1) // w)``. ``rng`` seeds Mesa's RNGs (``model.random``
+    decides the shuffled order agents start in each step).
+
+    Args:
+        plan: the `FaultPlan` every agent's `FakeLLM` carries out.
+        scale: seconds slept per model second of planned latency (1.0 under virtual time).
+        rng: Mesa's seed; defaults to the plan's seed.
+
+    Attributes:
+        tally: successful agent steps so far (each OK outcome adds exactly one).
+        running: ``unique_id``s whose step code is executing right now.
+        aio_tasks: the asyncio tasks asyncio-flavored steps ran in.
+    """
+
+    def __init__(self, plan: FaultPlan, *, scale: float = 1.0, rng: int | None = None) -> None:
+        super().__init__(rng=plan.seed if rng is None else rng)
+        self.plan = plan
+        self.tally = 0
+        self.running: set[int] = set()
+        self.aio_tasks: list[Any] = []
+        side = max(1, math.ceil(math.sqrt(plan.agents)))
+        self.grid = OrthogonalMooreGrid((side, side), torus=True, random=self.random)
+        for uid in range(1, plan.agents + 1):
+            cls = AGENT_CLASSES[plan.flavors[uid]]
+            agent = cls(self, FakeLLM(plan, uid, scale=scale))
+            if agent.unique_id != uid:
+                raise RuntimeError(f"Mesa gave unique_id {agent.unique_id}, expected {uid}")
+            agent.cell = self.grid[((uid - 1) % side, (uid - 1) // side)]
+
+    @classmethod
+    def from_scenario(
+        cls, scenario: Scenario, seed: int | None = None, *, scale: float = 1.0
+    ) -> FakeLLMModel:
+        """The model for ``scenario`` with ``seed`` (default: the scenario's)."""
+        return cls(FaultPlan(scenario, seed), scale=scale)
+
+    def work_snapshot(self) -> dict[int, int]:
+        """``unique_id`` -> number of steps of work the agent has recorded so far."""
+        return {a.unique_id: len(a.work_steps) for a in self.agents}

@@ -1,0 +1,281 @@
+"""The command line: ``python -m fault_injection list`` and ``run SCENARIO [options]``.
+
+``run`` prints a progress bar over steps and a summary table (with rich when it is
+installed, plain text otherwise), or with ``--json`` exactly one JSON document on stdout.
+Exit status: 0 when every step matched the oracle, 1 on any mismatch, 2 on bad
+arguments (an argparse-style message on stderr).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any, TextIO
+
+from trio_mesa import Status
+
+from ._oracle import mesa_llm_baseline
+from ._runner import HOSTS, RunResult, StepResult, run_scenario
+from ._scenario import Scenario
+from ._scenarios import SCENARIOS
+from ._toml import ScenarioError, load_scenario
+
+_COLUMNS = (
+    (Status.OK, "ok"),
+    (Status.FAILED, "failed"),
+    (Status.TIMED_OUT, "timed out"),
+    (Status.CANCELLED, "cancel"),
+    (Status.SKIPPED, "skip"),
+)
+
+
+def _positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}")
+    return value
+
+
+def _int(text: str) -> int:
+    try:
+        return int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected an integer, got {text!r}") from None
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="python -m fault_injection",
+        description="Run fake LLM agents through seeded failure scenarios and check every "
+        "outcome against an exact oracle.",
+    )
+    sub = parser.add_subparsers(dest="command", required=True, metavar="{list,run}")
+    sub.add_parser("list", help="list the named scenarios")
+    run = sub.add_parser("run", help="run a scenario and check it against the oracle")
+    run.add_argument("scenario", help="a scenario name (see 'list') or a path to a .toml file")
+    run.add_argument("--agents", type=_positive_int, metavar="N", help="number of agents")
+    run.add_argument("--steps", type=_positive_int, metavar="S", help="number of steps")
+    run.add_argument("--seed", type=_int, metavar="K", help="the seed (default: the scenario's)")
+    run.add_argument("--strict", action="store_true", help="run the steps in strict mode")
+    run.add_argument("--host", choices=HOSTS, default="trio", help="the host event loop")
+    run.add_argument(
+        "--real-time",
+        action="store_true",
+        help="real time, scaled by the scenario's real_time_scale (the asyncio host always is)",
+    )
+    run.add_argument("--json", action="store_true", help="print one JSON document on stdout")
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run the command line; return the exit status."""
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if args.command == "list":
+        _list(sys.stdout)
+        return 0
+    scenario = _resolve(parser, args.scenario)
+    if args.host == "asyncio" and not _compat_available():
+        parser.error("--host asyncio needs trio_mesa.compat, which this installation lacks")
+    # The report shows every failure; the core's per-failure log lines would bury it.
+    logging.getLogger("trio_mesa").addHandler(logging.NullHandler())
+    logging.getLogger("trio_mesa").propagate = False
+    try:
+        scenario = scenario.replace(
+            **{k: v for k, v in (("agents", args.agents), ("steps", args.steps)) if v is not None}
+        )
+    except (TypeError, ValueError) as exc:
+        parser.error(str(exc))
+    options: dict[str, Any] = {
+        "seed": args.seed,
+        "strict": True if args.strict else None,
+        "host": args.host,
+        "real_time": args.real_time,
+    }
+    if args.json:
+        result = run_scenario(scenario, **options)
+        json.dump(result.to_json(), sys.stdout)
+        sys.stdout.write("\n")
+    else:
+        result = _run_with_progress(scenario, options)
+    return 0 if result.matched else 1
+
+
+def _compat_available() -> bool:
+    try:
+        import trio_mesa.compat  # noqa: F401
+    except ImportError:
+        return False
+    return True
+
+
+def _resolve(parser: argparse.ArgumentParser, name: str) -> Scenario:
+    if name in SCENARIOS:
+        return SCENARIOS[name]
+    if name.endswith(".toml") or Path(name).is_file():
+        try:
+            return load_scenario(name)
+        except ScenarioError as exc:
+            parser.error(str(exc))
+    parser.error(f"unknown scenario {name!r}; named scenarios: {', '.join(SCENARIOS)}")
+    raise AssertionError  # parser.error exits
+
+
+def _list(out: TextIO) -> None:
+    width = max(len(n) for n in SCENARIOS)
+    for name, s in SCENARIOS.items():
+        out.write(f"{name.ljust(width)}  {s.agents:>4} agents x {s.steps:>3} steps  {s.description}\n")
+
+
+def _run_with_progress(scenario: Scenario, options: dict[str, Any]) -> RunResult:
+    try:
+        from rich.console import Console
+        from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn
+    except ImportError:  # rich is optional: plain text
+        result = run_scenario(scenario, **options)
+        sys.stdout.write(render_text(result))
+        return result
+    steps = options.get("steps") or scenario.steps
+    err = Console(stderr=True)
+    with Progress(
+        TextColumn("[bold]{task.description}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TextColumn("{task.fields[last]}"),
+        console=err,
+        transient=True,
+    ) as progress:
+        task = progress.add_task(f"{scenario.name}", total=steps, last="")
+
+        def on_step(step: StepResult) -> None:
+            ok = step.counts[Status.OK]
+            last = f"step {step.step}: {ok} ok" + (" [red]mismatch[/]" if step.mismatches else "")
+            progress.update(task, advance=1, last=last)
+
+        result = run_scenario(scenario, on_step=on_step, **options)
+    Console().print(render_rich(result))
+    return result
+
+
+def _fmt(seconds: float | None) -> str:
+    return "-" if seconds is None else f"{seconds:.2f}"
+
+
+def _kinds(step: StepResult) -> str:
+    return ", ".join(f"{n} {name}" for name, n in sorted(step.failures.items())) or "-"
+
+
+def _header(result: RunResult) -> list[str]:
+    s = result.scenario
+    clock = (
+        f"real time x{s.real_time_scale:g}" if result.real_time else "virtual time (MockClock)"
+    )
+    policy = ", ".join(
+        f"{k}={v:g}" if isinstance(v, float | int) and not isinstance(v, bool) else f"{k}={v}"
+        for k, v in (("timeout", s.timeout), ("deadline", s.deadline), ("strict", s.strict))
+        if v not in (None, False)
+    )
+    return [
+        f"scenario {s.name!r}: {s.agents} agents x {s.steps} steps, seed {result.seed}, "
+        f"host {result.host}, {clock}, {policy or 'no limits'}; "
+        f"took {result.wall_time:.2f} s",
+    ]
+
+
+def _baseline_lines(result: RunResult) -> list[str]:
+    b = mesa_llm_baseline(result.expected)
+    unit = "s"  # model seconds: what the latencies and limits of the scenario are written in
+    hangs = b["model_seconds"] == float("inf")
+    theirs = "and then hangs forever" if hangs else f"in {b['model_seconds']:.1f} {unit}"
+    lines = [f"mesa-llm 0.3 stepping, same plan: {b['why']}."]
+    if b["stopped_at"] is not None:
+        lines.append(
+            f"  It completes {b['completed_steps']} of {len(result.expected.steps)} steps "
+            f"({b['agent_steps_done']} agent-steps of work) {theirs}; trio-mesa: "
+            f"{len(result.expected.steps)} steps ({b['ours_agent_steps_done']} agent-steps) "
+            f"in {b['ours_model_seconds']:.1f} {unit}."
+        )
+    else:
+        lines.append(
+            f"  It runs {theirs}; trio-mesa, cutting slow calls at the time limit, "
+            f"{b['ours_model_seconds']:.1f} {unit}."
+        )
+    return lines
+
+
+def _verdict(result: RunResult) -> list[str]:
+    mismatches = result.mismatches
+    if not mismatches:
+        return [f"oracle: every outcome of all {len(result.steps)} steps matched."]
+    lines = [f"oracle: {len(mismatches)} MISMATCH(ES):"]
+    lines += [f"  {m}" for m in mismatches[:30]]
+    if len(mismatches) > 30:
+        lines.append(f"  ... and {len(mismatches) - 30} more")
+    return lines
+
+
+def render_text(result: RunResult) -> str:
+    """The plain-text summary (when rich is not installed)."""
+    lines = _header(result)
+    head = ["step", *(c for _, c in _COLUMNS), "p50 s", "p95 s", "raised", "failures"]
+    rows = [head]
+    for st in result.steps:
+        counts = st.counts
+        rows.append(
+            [
+                str(st.step),
+                *(str(counts[s]) for s, _ in _COLUMNS),
+                _fmt(st.percentile(0.5)),
+                _fmt(st.percentile(0.95)),
+                st.raised or "-",
+                _kinds(st),
+            ]
+        )
+    widths = [max(len(r[i]) for r in rows) for i in range(len(head) - 1)]
+    for r in rows:
+        lines.append("  ".join(c.rjust(w) for c, w in zip(r, widths, strict=False)) + "  " + r[-1])
+    return "\n".join([*lines, *_baseline_lines(result), *_verdict(result)]) + "\n"
+
+
+def render_rich(result: RunResult) -> Any:
+    """The rich summary: a row per step, the mesa-llm comparison and the verdict."""
+    from rich.console import Group
+    from rich.table import Table
+    from rich.text import Text
+
+    table = Table(title=_header(result)[0], title_justify="left", padding=(0, 1))
+    table.add_column("step", justify="right")
+    short = ("ok", "fail", "t/o", "canc", "skip")
+    styles = ("green", "red", "yellow", "magenta", "dim")
+    for name, style in zip(short, styles, strict=True):
+        table.add_column(name, justify="right", style=style)
+    table.add_column("p50 s", justify="right")
+    table.add_column("p95 s", justify="right")
+    raised = any(st.raised for st in result.steps)
+    if raised:
+        table.add_column("raised")
+    table.add_column("failures by kind", min_width=24, overflow="fold")
+    table.add_column("oracle")
+    for st in result.steps:
+        counts = st.counts
+        table.add_row(
+            str(st.step),
+            *(str(counts[s]) for s, _ in _COLUMNS),
+            _fmt(st.percentile(0.5)),
+            _fmt(st.percentile(0.95)),
+            *([st.raised or ""] if raised else []),
+            _kinds(st),
+            "[green]ok[/]" if not st.mismatches else f"[red]{len(st.mismatches)} off[/]",
+        )
+    baseline = Text("\n".join(_baseline_lines(result)), style="bold yellow")
+    verdict = Text(
+        "\n".join(_verdict(result)), style="bold green" if result.matched else "bold red"
+    )
+    return Group(table, baseline, verdict)

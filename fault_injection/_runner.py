@@ -1,0 +1,322 @@
+"""`run_scenario`: run a scenario step by step, checking each step against the oracle.
+
+On the Trio host (default) the whole run is one ``trio.run``, under
+``trio.testing.MockClock(autojump_threshold=0)`` virtual time unless ``real_time`` is
+set: a 30-second latency costs nothing and every run is exactly the same. With
+``real_time`` (and always on the asyncio host) latencies and time limits are multiplied by
+the scenario's ``real_time_scale``. The expected outcomes are computed before the first
+step runs; each step is then checked as soon as it ends (`check_step`). A step that
+raises ``KeyboardInterrupt`` ends the run (as it would end a user's simulation); so does
+a step that raises anything the oracle did not plan.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import math
+import time
+from collections import Counter
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+import trio
+import trio.testing
+
+import trio_mesa
+from trio_mesa import Status, StepFailed, StepReport
+
+from ._agents import FakeLLMModel
+from ._checker import ObservedStep, check_step
+from ._oracle import ExpectedRun, ExpectedStep, expected_run
+from ._plan import REAL_TIME_MARGIN, FaultPlan
+from ._scenario import Scenario
+
+Host = Literal["trio", "asyncio"]
+HOSTS: tuple[str, ...] = ("trio", "asyncio")
+
+
+
+@dataclass(slots=True)
+class StepResult:
+    """What one step did, in model seconds.
+
+    Attributes:
+        step: the model step.
+        statuses: ``unique_id`` -> `Status` (empty when the step raised no report).
+        failures: exception type name -> count, over the failed outcomes.
+        durations: each started agent's duration, in model seconds.
+        raised: type name of what the step raised (``"StepFailed"``,
+            ``"KeyboardInterrupt"``) or ``None``.
+        mismatches: what `check_step` found wrong (empty when the oracle matched).
+    """
+
+    step: int
+    statuses: dict[Any, Status]
+    failures: Counter[str]
+    durations: list[float]
+    raised: str | None
+    mismatches: list[str]
+
+    @property
+    def counts(self) -> dict[Status, int]:
+        """Agents per status, every `Status` present."""
+        c = Counter(self.statuses.values())
+        return {s: c.get(s, 0) for s in Status}
+
+    def percentile(self, q: float) -> float | None:
+        """The ``q`` quantile (0..1) of ``durations`` (nearest rank), or ``None``."""
+        if not self.durations:
+            return None
+        ordered = sorted(self.durations)
+        return ordered[min(len(ordered) - 1, max(0, math.ceil(q * len(ordered)) - 1))]
+
+
+@dataclass(slots=True)
+class RunResult:
+    """A whole run: the prediction, what each step did, and every mismatch."""
+
+    scenario: Scenario
+    seed: int
+    host: str
+    real_time: bool
+    expected: ExpectedRun
+    steps: list[StepResult] = field(default_factory=list)
+    wall_time: float = 0.0
+
+    @property
+    def mismatches(self) -> list[str]:
+        """Every step's mismatches, plus one if the run stopped before the oracle's last step."""
+        out = [m for s in self.steps for m in s.mismatches]
+        if len(self.steps) < len(self.expected.steps):
+            out.append(
+                f"the run stopped after step {len(self.steps)}; "
+                f"the oracle expected {len(self.expected.steps)} steps"
+            )
+        return out
+
+    @property
+    def matched(self) -> bool:
+        """``True`` when every step matched the oracle."""
+        return not self.mismatches
+
+    def outcome_table(self) -> list[dict[str, str]]:
+        """Per step, ``str(unique_id)`` -> status value: what must agree across hosts and runs."""
+        return [{str(u): s.value for u, s in step.statuses.items()} for step in self.steps]
+
+    def to_json(self) -> dict[str, Any]:
+        """The ``--json`` document: scenario, seed, host, steps and mismatches."""
+        steps = []
+        for s in self.steps:
+            item: dict[str, Any] = {
+                "counts": {status.value: n for status, n in s.counts.items()},
+                "statuses": {str(u): s.statuses[u].value for u in sorted(s.statuses, key=_uid_key)},
+            }
+            if s.raised is not None:
+                item["raised"] = s.raised
+            steps.append(item)
+        return {
+            "scenario": self.scenario.name,
+            "seed": self.seed,
+            "host": self.host,
+            "steps": steps,
+            "mismatches": self.mismatches,
+        }
+
+
+def run_scenario(
+    scenario: Scenario,
+    seed: int | None = None,
+    *,
+    agents: int | None = None,
+    steps: int | None = None,
+    strict: bool | None = None,
+    host: Host = "trio",
+    real_time: bool = False,
+    on_step: Callable[[StepResult], None] | None = None,
+) -> RunResult:
+    """Run ``scenario`` and check every step against the oracle.
+
+    Args:
+        seed, agents, steps, strict: override the scenario's.
+        host: ``"trio"`` (``trio.run``) or ``"asyncio"`` (``asyncio.run`` through
+            ``trio_mesa.compat``; always real time).
+        real_time: on the Trio host, run in real time (scaled by the scenario's
+            ``real_time_scale``) instead of virtual time.
+        on_step: called with each `StepResult` as soon as its step is checked.
+
+    Returns:
+        The `RunResult`; ``result.matched`` says whether the oracle matched.
+
+    Raises:
+        ValueError: for an unknown host or bad overrides (before anything runs).
+    """
+    if host not in HOSTS:
+        raise ValueError(f"host must be one of {HOSTS}, not {host!r}")
+    changes: dict[str, Any] = {}
+    for name, value in (("agents", agents), ("steps", steps), ("strict", strict)):
+        if value is not None:
+            changes[name] = value
+    if changes:
+        scenario = scenario.replace(**changes)
+    real_time = real_time or host == "asyncio"
+    scale = scenario.real_time_scale if real_time else 1.0
+    tolerance = REAL_TIME_MARGIN / scale if real_time else 0.0
+    expected = expected_run(scenario, seed, tolerance=tolerance)
+    plan = expected.plan
+    result = RunResult(scenario, expected.seed, host, real_time, expected)
+    started = time.perf_counter()
+    if host == "trio":
+        clock = None if real_time else trio.testing.MockClock(autojump_threshold=0)
+        trio.run(_run_on_trio, plan, expected, scale, result, on_step, clock=clock)
+    else:
+        _run_on_asyncio(plan, expected, scale, result, on_step)
+    result.wall_time = time.perf_counter() - started
+    return result
+
+
+async def _run_on_trio(
+    plan: FaultPlan,
+    expected: ExpectedRun,
+    scale: float,
+    result: RunResult,
+    on_step: Callable[[StepResult], None] | None,
+) -> None:
+    model = FakeLLMModel(plan, scale=scale)
+    options = plan.scenario.policy(scale).as_kwargs()
+    for exp in expected.steps:
+        before = _trio_tasks()
+        observe = _Observation(model, exp)
+        report, raised = None, None
+        try:
+            report = await trio_mesa.step_agents(model.agents, **options)
+        except StepFailed as exc:
+            report, raised = exc.report, exc
+        except (Exception, KeyboardInterrupt) as exc:
+            raised = exc
+        leftover = [t.name for t in _trio_tasks() - before]
+        step = observe.finish(report, raised, scale, leftover=leftover)
+        result.steps.append(step)
+        if on_step is not None:
+            on_step(step)
+        if raised is not None and not isinstance(raised, StepFailed):
+            break
+
+
+def _run_on_asyncio(
+    plan: FaultPlan,
+    expected: ExpectedRun,
+    scale: float,
+    result: RunResult,
+    on_step: Callable[[StepResult], None] | None,
+) -> None:
+    # Imported here: the Trio host must not pay for (or depend on) the asyncio host.
+    from trio_mesa import compat
+
+    async def main() -> None:
+        model = FakeLLMModel(plan, scale=scale)
+        policy = plan.scenario.policy(scale)
+        me = asyncio.current_task()
+        with compat.policy(strict=policy.strict, timeout=policy.timeout, deadline=policy.deadline):
+            for exp in expected.steps:
+                observe = _Observation(model, exp)
+                # mesa-llm callers pass list(model.agents); shuffle it as Mesa would.
+                agents = list(model.agents)
+                model.random.shuffle(agents)
+                report, raised = None, None
+                try:
+                    report = await compat.step_agents_parallel(agents)
+                except StepFailed as exc:
+                    report, raised = exc.report, exc
+                except (Exception, KeyboardInterrupt) as exc:
+                    raised = exc
+                pending = [t for t in asyncio.all_tasks() if t is not me and not t.done()]
+                step = observe.finish(
+                    report, raised, scale, leftover=[t.get_name() for t in pending]
+                )
+                result.steps.append(step)
+                if on_step is not None:
+                    on_step(step)
+                if raised is not None and not isinstance(raised, StepFailed):
+                    break
+
+    asyncio.run(main())
+
+
+class _Observation:
+    """Snapshots taken before a step, turned into an `ObservedStep` after it."""
+
+    def __init__(self, model: FakeLLMModel, expected: ExpectedStep) -> None:
+        # Mesa's Model.step() counts the step before running the user's step; so do we.
+        model.steps += 1
+        if model.steps != expected.step:
+            raise RuntimeError(f"model is at step {model.steps}, oracle at {expected.step}")
+        model.aio_tasks.clear()
+        self.model = model
+        self.expected = expected
+        self.work_before = model.work_snapshot()
+        self.tally_before = model.tally
+
+    def finish(
+        self,
+        report: StepReport | None,
+        raised: BaseException | None,
+        scale: float,
+        *,
+        leftover: list[str] = (),  # type: ignore[assignment]
+        pending: list[Any] = (),  # type: ignore[assignment]
+    ) -> StepResult:
+        model = self.model
+        pending_aio = [t for t in model.aio_tasks if t is not None and not t.done()]
+        observed = ObservedStep(
+            step=model.steps,
+            report=report,
+            raised=raised,
+            work_before=self.work_before,
+            work_after=model.work_snapshot(),
+            tally_before=self.tally_before,
+            tally_after=model.tally,
+            calls_after={a.unique_id: a.llm.calls for a in model.agents},
+            running_after=set(model.running),
+            pending_aio_tasks=pending_aio + list(pending),
+            leftover_tasks=list(leftover),
+        )
+        mismatches = check_step(self.expected, observed)
+        statuses: dict[Any, Status] = {}
+        failures: Counter[str] = Counter()
+        durations: list[float] = []
+        if report is not None:
+            for o in report.outcomes:
+                statuses[o.unique_id] = o.status
+                if o.exception is not None:
+                    failures[type(o.exception).__name__] += 1
+                if o.attempts:
+                    durations.append(o.duration / scale)
+        return StepResult(
+            model.steps,
+            statuses,
+            failures,
+            durations,
+            type(raised).__name__ if raised is not None else None,
+            mismatches,
+        )
+
+
+def _trio_tasks() -> set[trio.lowlevel.Task]:
+    """Every task in this Trio run except the calling one."""
+    me = trio.lowlevel.current_task()
+    out: set[trio.lowlevel.Task] = set()
+    stack = [trio.lowlevel.current_root_task()]
+    while stack:
+        task = stack.pop()
+        if task is None:
+            continue
+        if task is not me:
+            out.add(task)
+        for nursery in task.child_nurseries:
+            stack.extend(nursery.child_tasks)
+    return out
+
+
+def _uid_key(uid: Any) -> tuple[int, Any]:
+    return (0, uid) if isinstance(uid, int) else (1, str(uid))

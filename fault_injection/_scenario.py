@@ -1,0 +1,265 @@
+"""`Scenario`: a declarative, seedable description of a fault-injection run.
+
+A scenario says how many agents of which flavors a model has, how long their fake LLM
+calls take, which faults strike which calls, and the step policy they run under
+(per-agent ``timeout``, whole-step ``deadline``, ``strict``). Together with a seed it
+determines every call's fate (see `FaultPlan`) and so, before anything runs, every
+agent's outcome in every step (see `expected_run`). Scenarios are plain frozen values;
+`dataclasses.replace` (or `Scenario.replace`) derives variants.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import enum
+import math
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+from trio_mesa import Flavor, StepPolicy
+
+from ._latency import Fixed, Latency, latency_from_value
+
+
+class FaultKind(enum.Enum):
+    """What one fake LLM call does.
+
+    ``OK``: returns a valid reply (with a rule's latency: a slow success). The faults are
+    modelled on what real LLM clients raise: ``RATE_LIMIT`` (`RateLimitError`, HTTP 429,
+    with ``retry_after``), ``TIMEOUT`` (the client's own request `Timeout`),
+    ``CONNECTION_ERROR`` (`APIConnectionError`), ``SERVER_ERROR`` (`InternalServerError`,
+    500), ``SERVICE_UNAVAILABLE`` (`ServiceUnavailableError`, 503), ``CONTENT_FILTER``
+    (`ContentPolicyViolationError`); ``MALFORMED_JSON`` (the reply is cut-off JSON: the
+    agent's ``json.loads`` raises ``json.JSONDecodeError``); ``BAD_TOOL_CALL`` (the reply's
+    tool call has no name: the agent raises `ToolCallParseError`); ``HANG`` (the call
+    never returns, so only a timeout or deadline ends it); ``INTERRUPT`` (raises
+    ``KeyboardInterrupt``, opt-in, to test that it propagates and nothing keeps running).
+
+    Sync agents run inline on the host thread, where the step cannot interrupt them: for
+    them a ``HANG`` surfaces as the client's own request ``TIMEOUT``, and ``INTERRUPT`` does
+    not apply (the call succeeds).
+    """
+
+    OK = "ok"
+    RATE_LIMIT = "rate_limit"
+    TIMEOUT = "timeout"
+    CONNECTION_ERROR = "connection_error"
+    SERVER_ERROR = "server_error"
+    SERVICE_UNAVAILABLE = "service_unavailable"
+    MALFORMED_JSON = "malformed_json"
+    BAD_TOOL_CALL = "bad_tool_call"
+    CONTENT_FILTER = "content_filter"
+    HANG = "hang"
+    INTERRUPT = "interrupt"
+
+    def __repr__(self) -> str:
+        return f"FaultKind.{self.name}"
+
+
+#: The exception type name an agent's outcome carries for each failing kind.
+EXCEPTION_NAMES: dict[FaultKind, str] = {
+    FaultKind.RATE_LIMIT: "RateLimitError",
+    FaultKind.TIMEOUT: "Timeout",
+    FaultKind.CONNECTION_ERROR: "APIConnectionError",
+    FaultKind.SERVER_ERROR: "InternalServerError",
+    FaultKind.SERVICE_UNAVAILABLE: "ServiceUnavailableError",
+    FaultKind.MALFORMED_JSON: "JSONDecodeError",
+    FaultKind.BAD_TOOL_CALL: "ToolCallParseError",
+    FaultKind.CONTENT_FILTER: "ContentPolicyViolationError",
+}
+
+
+def _kind(value: Any, where: str) -> FaultKind:
+    if isinstance(value, FaultKind):
+        return value
+    try:
+        return FaultKind(value)
+    except ValueError:
+        names = ", ".join(k.value for k in FaultKind)
+        raise ValueError(f"{where}: unknown fault kind {value!r} (one of: {names})") from None
+
+
+def _probability(value: Any, where: str) -> float:
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 <= value <= 1:
+        raise ValueError(f"{where} must be a probability between 0 and 1, not {value!r}")
+    return float(value)
+
+
+def _positive_int(value: Any, where: str) -> int:
+    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+        raise ValueError(f"{where} must be a positive integer, not {value!r}")
+    return value
+
+
+def _int_tuple(value: Any, where: str) -> tuple[int, ...] | None:
+    if value is None:
+        return None
+    if isinstance(value, (str, bytes)) or not hasattr(value, "__iter__"):
+        raise TypeError(f"{where} must be a list of positive integers, not {value!r}")
+    return tuple(_positive_int(v, f"{where} item") for v in value)
+
+
+@dataclass(frozen=True, slots=True)
+class FaultRule:
+    """Make ``kind`` happen on some calls of some agents.
+
+    Attributes:
+        kind: what the matching calls do (`FaultKind` or its string value).
+        agents: the ``unique_id``s this rule targets; ``None`` targets by ``share``.
+        share: with ``agents=None``, the fraction of agents targeted (at least one),
+            picked by a seeded draw; ``1.0`` (default) is every agent.
+        calls: the 1-based call numbers (an agent's Nth call; every agent is called
+            once per step, so call N is step N) it applies to; ``None`` is every call.
+        rate: the probability that a matching call gets ``kind`` (1.0: always).
+        latency: how long the call takes before the fault (or the slow success)
+            surfaces; ``None`` uses the scenario's latency. Ignored for ``HANG``.
+    """
+
+    kind: FaultKind
+    agents: tuple[int, ...] | None = None
+    share: float = 1.0
+    calls: tuple[int, ...] | None = None
+    rate: float = 1.0
+    latency: Latency | None = None
+
+    def __post_init__(self) -> None:
+        set_ = object.__setattr__
+        set_(self, "kind", _kind(self.kind, "FaultRule.kind"))
+        set_(self, "agents", _int_tuple(self.agents, "FaultRule.agents"))
+        set_(self, "calls", _int_tuple(self.calls, "FaultRule.calls"))
+        set_(self, "share", _probability(self.share, "FaultRule.share"))
+        set_(self, "rate", _probability(self.rate, "FaultRule.rate"))
+        if self.latency is not None:
+            set_(self, "latency", latency_from_value(self.latency, "FaultRule.latency"))
+
+
+FLAVOR_NAMES = tuple(f.value for f in Flavor)
+
+
+@dataclass(frozen=True, slots=True)
+class Scenario:
+    """A named, seedable fault-injection run.
+
+    Attributes:
+        name: how ``python -m fault_injection run NAME`` finds it.
+        description: one line for ``list``.
+        agents: number of fake LLM agents (``unique_id`` 1..agents).
+        steps: number of model steps.
+        seed: the default seed (``--seed`` overrides it).
+        flavors: weights of ``"asyncio"``, ``"trio"`` and ``"sync"`` agents; the counts
+            are proportional (largest remainder) and which agent gets which is seeded.
+        latency: how long a call takes, in model seconds.
+        faults: background per-call probabilities of each fault kind (summing to <= 1).
+        rules: targeted faults (`FaultRule`), checked in order before the background
+            faults; the first matching rule whose ``rate`` draw hits decides the call.
+        timeout: per-agent timeout in model seconds (``None``: none).
+        deadline: whole-step deadline in model seconds (``None``: none).
+        strict: run steps in strict mode (`trio_mesa.StepFailed` on any failure).
+        guard: latencies closer than ``guard * limit`` (and at least 50 ms of real time
+            at ``real_time_scale``) to the effective time limit are moved that far away
+            from it, so that a call's fate never depends on a race with its timeout:
+            this keeps real-time runs as deterministic as virtual-time ones.
+        real_time_scale: real seconds per model second when running in real time (the
+            asyncio host, or ``--real-time``).
+    """
+
+    name: str
+    description: str = ""
+    agents: int = 20
+    steps: int = 5
+    seed: int = 0
+    flavors: Mapping[str, float] = field(default_factory=lambda: {"asyncio": 1.0})
+    latency: Latency = Fixed(1.0)
+    faults: Mapping[FaultKind, float] = field(default_factory=dict)
+    rules: tuple[FaultRule, ...] = ()
+    timeout: float | None = None
+    deadline: float | None = None
+    strict: bool = False
+    guard: float = 0.05
+    real_time_scale: float = 0.01
+
+    def __post_init__(self) -> None:
+        set_ = object.__setattr__
+        if not isinstance(self.name, str) or not self.name:
+            raise ValueError(f"Scenario.name must be a non-empty string, not {self.name!r}")
+        where = f"scenario {self.name!r}"
+        _positive_int(self.agents, f"{where}: agents")
+        _positive_int(self.steps, f"{where}: steps")
+        if isinstance(self.seed, bool) or not isinstance(self.seed, int):
+            raise TypeError(f"{where}: seed must be an int, not {self.seed!r}")
+        if not isinstance(self.flavors, Mapping) or not self.flavors:
+            raise ValueError(f"{where}: flavors must be a non-empty table of weights")
+        for name, weight in self.flavors.items():
+            if name not in FLAVOR_NAMES:
+                raise ValueError(f"{where}: unknown flavor {name!r} (one of: {FLAVOR_NAMES})")
+            if isinstance(weight, bool) or not isinstance(weight, (int, float)) or weight < 0:
+                raise ValueError(f"{where}: flavor weight {name}={weight!r} must be >= 0")
+        if sum(self.flavors.values()) <= 0:
+            raise ValueError(f"{where}: flavor weights must not all be zero")
+        set_(self, "flavors", dict(self.flavors))
+        set_(self, "latency", latency_from_value(self.latency, f"{where}: latency"))
+        faults = {
+            _kind(k, f"{where}: faults"): _probability(v, f"{where}: faults.{k}")
+            for k, v in dict(self.faults).items()
+        }
+        if FaultKind.OK in faults:
+            raise ValueError(f"{where}: faults lists failure rates; 'ok' is what remains")
+        if sum(faults.values()) > 1 + 1e-9:
+            raise ValueError(f"{where}: fault rates sum to {sum(faults.values())}, above 1")
+        set_(self, "faults", faults)
+        rules = tuple(self.rules)
+        for i, rule in enumerate(rules):
+            if not isinstance(rule, FaultRule):
+                raise TypeError(f"{where}: rules[{i}] must be a FaultRule, not {rule!r}")
+            if rule.agents is not None:
+                for uid in rule.agents:
+                    if uid > self.agents:
+                        raise ValueError(
+                            f"{where}: rules[{i}] targets agent {uid}, but the scenario has "
+                            f"only {self.agents} agents (unique_id 1..{self.agents})"
+                        )
+        set_(self, "rules", rules)
+        for name in ("timeout", "deadline"):
+            value = getattr(self, name)
+            if value is None:
+                continue
+            if isinstance(value, bool) or not isinstance(value, (int, float)):
+                raise TypeError(f"{where}: {name} must be seconds or None, not {value!r}")
+            if not (value > 0 and math.isfinite(value)):
+                raise ValueError(f"{where}: {name} must be a positive finite number, not {value!r}")
+        if not isinstance(self.strict, bool):
+            raise TypeError(f"{where}: strict must be true or false, not {self.strict!r}")
+        if isinstance(self.guard, bool) or not isinstance(self.guard, (int, float)):
+            raise TypeError(f"{where}: guard must be a number, not {self.guard!r}")
+        if not 0 <= self.guard < 0.5:
+            raise ValueError(f"{where}: guard must be in [0, 0.5), not {self.guard!r}")
+        rts = self.real_time_scale
+        if isinstance(rts, bool) or not isinstance(rts, (int, float)) or not rts > 0:
+            raise ValueError(f"{where}: real_time_scale must be a positive number, not {rts!r}")
+        hangs = self.faults.get(FaultKind.HANG, 0) > 0 or any(
+            r.kind is FaultKind.HANG and r.rate > 0 for r in rules
+        )
+        if hangs and self.limit == math.inf:
+            raise ValueError(
+                f"{where}: a 'hang' fault never returns, so it needs a timeout or a deadline "
+                "(without one the step would wait forever)"
+            )
+
+    @property
+    def limit(self) -> float:
+        """The time an async agent may run: ``min(timeout, deadline)`` (``inf`` if none)."""
+        limits = [v for v in (self.timeout, self.deadline) if v is not None]
+        return float(min(limits)) if limits else math.inf
+
+    def replace(self, **changes: Any) -> Scenario:
+        """A copy with ``changes`` applied (and validated)."""
+        return dataclasses.replace(self, **changes)
+
+    def policy(self, scale: float = 1.0) -> StepPolicy:
+        """The `trio_mesa.StepPolicy` the steps run under, with times multiplied by ``scale``."""
+        return StepPolicy(
+            strict=self.strict,
+            timeout=None if self.timeout is None else self.timeout * scale,
+            deadline=None if self.deadline is None else self.deadline * scale,
+        )

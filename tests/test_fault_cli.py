@@ -1,0 +1,107 @@
+"""``python -m fault_injection``: list, run, --json, and exit statuses 0/1/2."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from fault_injection import SCENARIOS
+from fault_injection._cli import main
+
+
+def test_list_names_every_scenario(capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["list"]) == 0
+    out = capsys.readouterr().out
+    for name in SCENARIOS:
+        assert name in out
+
+
+def test_run_json_is_one_document_with_the_specified_keys(capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["run", "flaky", "--agents", "7", "--steps", "3", "--seed", "5", "--json"]) == 0
+    doc = json.loads(capsys.readouterr().out)
+    assert set(doc) == {"scenario", "seed", "host", "steps", "mismatches"}
+    assert (doc["scenario"], doc["seed"], doc["host"], doc["mismatches"]) == ("flaky", 5, "trio", [])
+    assert len(doc["steps"]) == 3
+    for step in doc["steps"]:
+        assert set(step["statuses"]) == {str(u) for u in range(1, 8)}
+        assert sum(step["counts"].values()) == 7
+        assert set(step["counts"]) == {"ok", "failed", "timed_out", "cancelled", "skipped"}
+
+
+def test_strict_and_interrupt_steps_say_what_they_raised(capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["run", "interrupt", "--json"]) == 0
+    steps = json.loads(capsys.readouterr().out)["steps"]
+    assert steps[-1]["raised"] == "KeyboardInterrupt" and steps[-1]["statuses"] == {}
+    assert main(["run", "dead-agent", "--strict", "--steps", "2", "--json"]) == 0
+    steps = json.loads(capsys.readouterr().out)["steps"]
+    assert [s["raised"] for s in steps] == ["StepFailed", "StepFailed"]
+
+
+def test_run_prints_a_summary_table(capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["run", "dead-agent", "--steps", "2"]) == 0
+    out = capsys.readouterr().out
+    assert "dead-agent" in out and "matched" in out
+    assert "mesa-llm 0.3 stepping, same plan: step 1 aborts" in out
+
+
+def test_run_a_toml_file(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    path = tmp_path / "mine.toml"
+    path.write_text('agents = 5\nsteps = 2\ntimeout = 3\n[faults]\nhang = 0.2\n')
+    assert main(["run", str(path), "--json"]) == 0
+    assert json.loads(capsys.readouterr().out)["scenario"] == "mine"
+
+
+@pytest.mark.parametrize(
+    ("argv", "message"),
+    [
+        (["run", "no-such-scenario"], "unknown scenario 'no-such-scenario'"),
+        (["run", "flaky", "--agents", "0"], "positive integer"),
+        (["run", "flaky", "--steps", "x"], "positive integer"),
+        (["run", "flaky", "--seed", "1.5"], "integer"),
+        (["run", "flaky", "--host", "curio"], "invalid choice"),
+        (["run"], "required"),
+        (["explode"], "invalid choice"),
+        ([], "required"),
+    ],
+)
+def test_bad_arguments_exit_2_with_a_message(
+    argv: list[str], message: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    with pytest.raises(SystemExit) as info:
+        main(argv)
+    assert info.value.code == 2
+    captured = capsys.readouterr()
+    assert message in captured.err and captured.out == ""
+
+
+def test_bad_toml_file_exits_2(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    path = tmp_path / "bad.toml"
+    path.write_text("agents = [")
+    with pytest.raises(SystemExit) as info:
+        main(["run", str(path)])
+    assert info.value.code == 2 and "not valid TOML" in capsys.readouterr().err
+
+
+def test_mismatch_exits_1(monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> None:
+    pytest.importorskip("trio_mesa.compat")
+    # TRIO_MESA_STRICT=1 changes compat's policy behind the oracle's back.
+    monkeypatch.setenv("TRIO_MESA_STRICT", "1")
+    assert main(["run", "dead-agent", "--steps", "1", "--host", "asyncio", "--json"]) == 1
+    assert json.loads(capsys.readouterr().out)["mismatches"]
+
+
+def test_module_entry_point_prints_only_json() -> None:
+    proc = subprocess.run(
+        [sys.executable, "-m", "fault_injection", "run", "strict", "--json"],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+    assert proc.returncode == 0, proc.stderr
+    doc = json.loads(proc.stdout)  # exactly one document: json.loads rejects trailing data
+    assert doc["scenario"] == "strict" and doc["mismatches"] == []
