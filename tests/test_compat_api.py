@@ -48,7 +48,7 @@ def test_signatures_equal_mesa_llm_0_3_2() -> None:
         from mesa.agentset import AgentSet
         import mesa_llm.parallel_stepping as theirs
         import trio_mesa.compat as ours
-        names = %r
+        names = NAMES
         result = {n: inspect.signature(getattr(ours, n)).parameters
                      == inspect.signature(getattr(theirs, n)).parameters for n in names}
         result["do_async"] = (inspect.signature(ours._stepping.do_async).parameters
@@ -58,8 +58,7 @@ def test_signatures_equal_mesa_llm_0_3_2() -> None:
         # Our import replaced mesa-llm's do_async, as documented.
         result["installed"] = AgentSet.do_async is ours._stepping.do_async
         print(json.dumps(result))
-        """
-        % (MESA_LLM_NAMES,)
+        """.replace("NAMES", repr(MESA_LLM_NAMES))
     )
     result = json.loads(out)
     assert result.pop("async") == dict.fromkeys(MESA_LLM_NAMES, True)

@@ -13,7 +13,7 @@ from mesa.agentset import AbstractAgentSet, AgentSet, _HardKeyAgentSet
 from trio_mesa import AgentTimeout, Status, StepReport, compat
 from trio_mesa.compat import AgentResults
 
-MESA_SHUFFLE_DO = {AgentSet: AgentSet.__dict__["shuffle_do"], _HardKeyAgentSet: _HardKeyAgentSet.__dict__["shuffle_do"]}
+MESA_SHUFFLE_DO = {cls: cls.__dict__["shuffle_do"] for cls in (AgentSet, _HardKeyAgentSet)}
 
 
 class Model(mesa.Model):

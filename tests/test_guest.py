@@ -11,6 +11,7 @@ import contextvars
 import gc
 import logging
 import threading
+from typing import ClassVar
 
 import mesa
 import pytest
@@ -59,9 +60,11 @@ class Forever(mesa.Agent):
 
     started = 0
     cancelled = 0
+    tasks: ClassVar[list[asyncio.Task]] = []
 
     async def astep(self) -> None:
         type(self).started += 1
+        type(self).tasks.append(asyncio.current_task())
         try:
             await asyncio.Event().wait()
         except asyncio.CancelledError:
@@ -84,6 +87,7 @@ class SyncFailing(mesa.Agent):
 @pytest.fixture(autouse=True)
 def _reset_forever() -> None:
     Forever.started = Forever.cancelled = 0
+    Forever.tasks = []
 
 
 def run(coro_fn, *args, **kwargs):
@@ -370,3 +374,119 @@ def test_bad_input_fails_before_any_agent_runs() -> None:
     with pytest.raises(ValueError, match="timeout"):
         asyncio.run(aio_step_agents([agent], timeout=-1))
     assert agent.steps == 0
+
+
+# -- asyncio agents run as bare tasks in start batches: the same semantics as the core ------
+
+
+def test_max_concurrency_limits_asyncio_agents_in_flight() -> None:
+    model = Model()
+    in_flight = peak = 0
+
+    class Counting(mesa.Agent):
+        async def astep(self) -> None:
+            nonlocal in_flight, peak
+            in_flight += 1
+            peak = max(peak, in_flight)
+            await asyncio.sleep(0.001)
+            in_flight -= 1
+
+    agents = [Counting(model) for _ in range(12)]
+    report, pending = run(aio_step_agents, agents, max_concurrency=3)
+    assert report.all_ok and len(report) == 12
+    assert peak == 3
+    assert pending == []
+
+
+def test_a_shared_limiter_is_released_by_every_agent() -> None:
+    model = Model()
+    agents = [Sleeper(model, delay=0) for _ in range(5)] + [Failing(model)]
+
+    async def main():
+        limiter = trio.CapacityLimiter(2)
+        await aio_step_agents(agents, limiter=limiter)
+        await aio_step_agents(agents, limiter=limiter)  # would hang if a slot leaked
+        return limiter.borrowed_tokens
+
+    assert asyncio.run(main()) == 0
+
+
+def test_fail_fast_from_an_asyncio_agent_cancels_its_siblings() -> None:
+    model = Model()
+    forever = [Forever(model) for _ in range(3)]
+    failing = Failing(model)
+    report, pending = run(aio_step_agents, [*forever, failing], fail_fast=True)
+    by_id = report.by_id()
+    assert by_id[failing.unique_id].status is Status.FAILED
+    assert {by_id[a.unique_id].status for a in forever} == {Status.CANCELLED}
+    assert "fail_fast" in str(by_id[forever[0].unique_id].exception)
+    assert Forever.cancelled == 3
+    assert pending == []
+
+
+def test_step_deadline_times_out_running_agents() -> None:
+    model = Model()
+    slow = [Forever(model) for _ in range(2)]
+    fast = Sleeper(model, delay=0)
+    report, _ = run(aio_step_agents, [*slow, fast], deadline=0.01)
+    by_id = report.by_id()
+    assert by_id[fast.unique_id].status is Status.OK
+    for agent in slow:
+        assert by_id[agent.unique_id].status is Status.TIMED_OUT
+        assert by_id[agent.unique_id].exception.reason == "deadline"
+
+
+def test_agents_removed_before_their_turn_are_skipped() -> None:
+    model = Model()
+
+    class Remover(mesa.Agent):
+        def step(self) -> None:
+            victim.remove()
+
+    remover = Remover(model)
+    victim = Sleeper(model)
+    report, _ = run(aio_step_agents, [remover, victim])
+    assert report.by_id()[victim.unique_id].status is Status.SKIPPED
+    assert victim.steps == 0
+
+
+def test_an_agent_whose_task_is_cancelled_by_other_code_ends_cancelled_alone() -> None:
+    # As with asyncio.gather(return_exceptions=True): its siblings carry on.
+    model = Model()
+
+    class SelfCancelling(mesa.Agent):
+        async def astep(self) -> None:
+            await asyncio.sleep(0)
+            raise asyncio.CancelledError
+
+    victim = Forever(model)
+    cancelling = SelfCancelling(model)
+    working = Sleeper(model, delay=0.002)
+
+    async def main():
+        step = asyncio.ensure_future(aio_step_agents([victim, cancelling, working]))
+        while Forever.started < 1:
+            await asyncio.sleep(0)
+        Forever.tasks[0].cancel()
+        report = await step
+        return report, [t for t in asyncio.all_tasks() if t is not asyncio.current_task()]
+
+    report, pending = asyncio.run(main())
+    by_id = report.by_id()
+    assert by_id[working.unique_id].status is Status.OK
+    for agent in (victim, cancelling):
+        assert by_id[agent.unique_id].status is Status.CANCELLED
+        assert isinstance(by_id[agent.unique_id].exception.__cause__, asyncio.CancelledError)
+    assert pending == []
+
+
+def test_an_agent_that_never_awaits_finishes_in_its_first_step() -> None:
+    model = Model()
+
+    class Instant(mesa.Agent):
+        async def astep(self) -> str:
+            return "instant"
+
+    report, pending = run(aio_step_agents, [Instant(model) for _ in range(3)])
+    assert [o.result for o in report] == ["instant"] * 3
+    assert pending == []

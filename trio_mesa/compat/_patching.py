@@ -53,7 +53,7 @@ def _parallel_shuffle_do(original: Callable[..., Any]) -> Callable[..., Any]:
     return shuffle_do
 
 
-def enable_automatic_parallel_stepping(mode: str = "asyncio"):  # noqa: ANN201 - mesa-llm's signature
+def enable_automatic_parallel_stepping(mode: str = "asyncio"):  # mesa-llm's: no return type
     """Make ``shuffle_do("step")`` step in parallel for models with ``parallel_stepping``.
 
     Drop-in for mesa-llm's function of the same name. Patches ``shuffle_do`` on Mesa's
@@ -74,7 +74,7 @@ def enable_automatic_parallel_stepping(mode: str = "asyncio"):  # noqa: ANN201 -
     install_do_async()
 
 
-def disable_automatic_parallel_stepping():  # noqa: ANN201 - mesa-llm's signature
+def disable_automatic_parallel_stepping():  # mesa-llm's signature: no annotations
     """Put Mesa's original ``shuffle_do`` functions back (the very same objects)."""
     for cls, original in _ORIGINAL_SHUFFLE_DO.items():
         cls.shuffle_do = original

@@ -107,7 +107,7 @@ class AgentResults(list):  # type: ignore[type-arg]
         self.report = report
 
 
-def do_async(self, method: str, *args, **kwargs):  # noqa: ANN001, ANN002, ANN003, ANN201 - mesa-llm's signature
+def do_async(self, method: str, *args, **kwargs):  # mesa-llm's signature
     """Call ``method(*args, **kwargs)`` on every agent of the set concurrently.
 
     Use as ``results = await agent_set.do_async("method", ...)``. Returns a coroutine
