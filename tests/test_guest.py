@@ -235,7 +235,8 @@ def test_per_agent_timeout_cancels_the_asyncio_task() -> None:
     model = Model()
     slow = Forever(model)
     fast = Sleeper(model, delay=0)
-    report, pending = run(aio_step_agents, [slow, fast], timeout=0.01)
+    # Generous enough that the fast agent (two loop iterations) finishes under any load.
+    report, pending = run(aio_step_agents, [slow, fast], timeout=0.25)
     assert report.by_id()[slow.unique_id].status is Status.TIMED_OUT
     assert report.by_id()[fast.unique_id].status is Status.OK
     assert Forever.cancelled == 1
@@ -428,7 +429,7 @@ def test_step_deadline_times_out_running_agents() -> None:
     model = Model()
     slow = [Forever(model) for _ in range(2)]
     fast = Sleeper(model, delay=0)
-    report, _ = run(aio_step_agents, [*slow, fast], deadline=0.01)
+    report, _ = run(aio_step_agents, [*slow, fast], deadline=0.25)
     by_id = report.by_id()
     assert by_id[fast.unique_id].status is Status.OK
     for agent in slow:
