@@ -14,8 +14,6 @@ from __future__ import annotations
 
 import asyncio
 import math
-from collections.abc import Iterator
-from contextlib import contextmanager
 from typing import Any
 
 import mesa
@@ -52,15 +50,6 @@ class FakeLLMAgent(CellAgent):
         self.work_steps.append(model.steps)
         model.tally += 1
 
-    @contextmanager
-    def running(self) -> Iterator[None]:
-        running = self.model.running
-        running.add(self.unique_id)
-        try:
-            yield
-        finally:
-            running.discard(self.unique_id)
-
 
 class AsyncioLLMAgent(FakeLLMAgent):
     """An asyncio-flavored agent (like every mesa-llm ``LLMAgent``): ``async def astep``."""
@@ -68,11 +57,15 @@ class AsyncioLLMAgent(FakeLLMAgent):
     flavor = Flavor.ASYNCIO
 
     async def astep(self) -> str:
-        with self.running():
+        running = self.model.running
+        running.add(self.unique_id)
+        try:
             self.model.aio_tasks.append(asyncio.current_task())
             reply = await self.llm.acompletion(self.prompt())
             self.act(reply)
             return reply.content
+        finally:
+            running.discard(self.unique_id)
 
 
 @trio_native
@@ -82,10 +75,14 @@ class TrioLLMAgent(FakeLLMAgent):
     flavor = Flavor.TRIO
 
     async def astep(self) -> str:
-        with self.running():
+        running = self.model.running
+        running.add(self.unique_id)
+        try:
             reply = await self.llm.trio_acompletion(self.prompt())
             self.act(reply)
             return reply.content
+        finally:
+            running.discard(self.unique_id)
 
 
 class SyncLLMAgent(FakeLLMAgent):
@@ -94,10 +91,14 @@ class SyncLLMAgent(FakeLLMAgent):
     flavor = Flavor.SYNC
 
     def step(self) -> str:  # type: ignore[override]
-        with self.running():
+        running = self.model.running
+        running.add(self.unique_id)
+        try:
             reply = self.llm.completion(self.prompt())
             self.act(reply)
             return reply.content
+        finally:
+            running.discard(self.unique_id)
 
 
 AGENT_CLASSES: dict[Flavor, type[FakeLLMAgent]] = {

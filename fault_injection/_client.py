@@ -123,7 +123,8 @@ class FakeLLM:
 def _reply_json(call: PlannedCall) -> str:
     dx = (call.unique_id + call.call) % 3 - 1
     dy = (call.unique_id * 7 + call.call) % 3 - 1
-    return json.dumps({"tool": "move", "arguments": {"dx": dx, "dy": dy}})
+    # Formatted directly (json.dumps costs 10x more); json.loads reads it back unchanged.
+    return f'{{"tool": "move", "arguments": {{"dx": {dx}, "dy": {dy}}}}}'
 
 
 def parse_tool_call(reply: FakeReply) -> tuple[str, dict[str, Any]]:
