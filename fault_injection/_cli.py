@@ -241,7 +241,20 @@ def render_text(result: RunResult) -> str:
     widths = [max(len(r[i]) for r in rows) for i in range(len(head) - 1)]
     for r in rows:
         lines.append("  ".join(c.rjust(w) for c, w in zip(r, widths, strict=False)) + "  " + r[-1])
+    last = _last_not_ok(result)
+    if last is not None:
+        step, rows = last
+        lines.append(f"step {step}: the {len(rows)} agent(s) that did not succeed")
+        lines.extend(f"  {uid}  {cls}  {status}  {text}" for uid, cls, status, text in rows)
     return "\n".join([*lines, *_baseline_lines(result), *_verdict(result)]) + "\n"
+
+
+def _last_not_ok(result: RunResult) -> tuple[int, list[tuple[Any, str, str, str]]] | None:
+    """The last step with agents that did not succeed, and those agents."""
+    for st in reversed(result.steps):
+        if st.not_ok:
+            return st.step, st.not_ok
+    return None
 
 
 def render_rich(result: RunResult) -> Any:
@@ -274,8 +287,24 @@ def render_rich(result: RunResult) -> Any:
             _kinds(st),
             "[green]ok[/]" if not st.mismatches else f"[red]{len(st.mismatches)} off[/]",
         )
+    parts: list[Any] = [table]
+    last = _last_not_ok(result)
+    if last is not None:
+        step, rows = last
+        agents = Table(
+            title=f"step {step}: the {len(rows)} agent(s) that did not succeed (the rest did)",
+            title_justify="left",
+            padding=(0, 1),
+        )
+        agents.add_column("unique_id", justify="right", no_wrap=True)
+        agents.add_column("class", no_wrap=True)
+        agents.add_column("status", no_wrap=True)
+        agents.add_column("exception", ratio=1)
+        for uid, cls, status, text in rows:
+            agents.add_row(str(uid), cls, status, text)
+        parts.append(agents)
     baseline = Text("\n".join(_baseline_lines(result)), style="bold yellow")
     verdict = Text(
         "\n".join(_verdict(result)), style="bold green" if result.matched else "bold red"
     )
-    return Group(table, baseline, verdict)
+    return Group(*parts, baseline, verdict)

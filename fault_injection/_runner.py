@@ -57,6 +57,9 @@ class StepResult:
     durations: list[float]
     raised: str | None
     mismatches: list[str]
+    #: (unique_id, agent class, status name, "ExceptionType: message") per outcome that
+    #: was not OK, in start order: plain values, so a long run keeps no tracebacks alive.
+    not_ok: list[tuple[Any, str, str, str]] = field(default_factory=list)
 
     @property
     def counts(self) -> dict[Status, int]:
@@ -285,6 +288,7 @@ class _Observation:
         statuses: dict[Any, Status] = {}
         failures: Counter[str] = Counter()
         durations: list[float] = []
+        not_ok: list[tuple[Any, str, str, str]] = []
         if report is not None:
             for o in report.outcomes:
                 statuses[o.unique_id] = o.status
@@ -292,6 +296,10 @@ class _Observation:
                     failures[type(o.exception).__name__] += 1
                 if o.attempts:
                     durations.append(o.duration / scale)
+                if o.status is not Status.OK:
+                    exc = o.exception
+                    text = f"{type(exc).__name__}: {exc}" if exc is not None else ""
+                    not_ok.append((o.unique_id, type(o.agent).__name__, o.status.value, text))
         return StepResult(
             model.steps,
             statuses,
@@ -299,6 +307,7 @@ class _Observation:
             durations,
             type(raised).__name__ if raised is not None else None,
             mismatches,
+            not_ok,
         )
 
 

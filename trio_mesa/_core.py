@@ -23,7 +23,7 @@ from mesa.agentset import AbstractAgentSet
 
 from ._aio_bridge import AioRunner, run_asyncio_call, trio_host_runner
 from ._errors import AgentCancelled, AgentTimeout
-from ._flavor import Flavor, method_plan, step_plan
+from ._flavor import Flavor, _step_plans, method_plan, step_plan
 from ._outcome import AgentOutcome, Status
 from ._policy import StepPolicy, SyncMode
 from ._report import StepReport
@@ -166,6 +166,7 @@ def _prepare(
     if isinstance(agents, (str, bytes)) or not isinstance(agents, Iterable):
         raise TypeError(f"agents must be an iterable of Mesa agents, not {agents!r}")
     entries: list[_Entry] = []
+    step_plans = _step_plans
     seen: set[int] = set()
     append = entries.append
     for agent in agents:
@@ -176,8 +177,8 @@ def _prepare(
             raise ValueError(f"agent unique_id={agent.unique_id!r} ({agent!r}) appears twice")
         seen.add(key)
         if method is None:
-            name, flavor = step_plan(agent)
-            append((agent, getattr(agent, name), flavor))
+            plan = step_plans.get(type(agent)) or step_plan(agent)
+            append((agent, getattr(agent, plan[0]), plan[1]))
         else:
             flavor = method_plan(agent, method)
             if isinstance(method, str):

@@ -34,6 +34,8 @@ class Status(enum.Enum):
     def __repr__(self) -> str:
         return f"Status.{self.name}"
 
+    __hash__ = object.__hash__  # singletons: identity hashing in C (counts are per agent)
+
 
 #: Statuses that count as failures (`StepReport.failed`, strict mode). SKIPPED is not one.
 FAILURE_STATUSES = frozenset({Status.FAILED, Status.TIMED_OUT, Status.CANCELLED})
