@@ -105,3 +105,17 @@ def test_module_entry_point_prints_only_json() -> None:
     assert proc.returncode == 0, proc.stderr
     doc = json.loads(proc.stdout)  # exactly one document: json.loads rejects trailing data
     assert doc["scenario"] == "strict" and doc["mismatches"] == []
+
+
+def test_run_lists_the_last_steps_failed_agents(capsys: pytest.CaptureFixture[str]) -> None:
+    argv = ["run", "dead-agent", "--agents", "6", "--steps", "2", "--seed", "3"]
+    assert main([*argv, "--json"]) == 0
+    last = json.loads(capsys.readouterr().out)["steps"][-1]["statuses"]
+    not_ok = sorted(uid for uid, status in last.items() if status != "ok")
+    assert not_ok  # the dead agent fails every call
+    assert main(argv) == 0
+    out = capsys.readouterr().out
+    assert f"step 2: the {len(not_ok)} agent(s) that did not succeed" in out
+    for uid in not_ok:
+        assert any(line.split()[:1] == [uid] or f"│ {uid} " in line or f" {uid} │" in line
+                   for line in out.splitlines()), uid
