@@ -10,7 +10,7 @@ PYTHON ?= $(shell for p in "$$(pyenv which python 2>/dev/null)" python3.12 pytho
 	  "$$p" -c 'import sys; sys.exit(sys.version_info < (3, 12))' 2>/dev/null && { echo "$$p"; break; }; \
 	done)
 
-.PHONY: demo test bench lint clean
+.PHONY: demo test bench profile lint clean
 
 $(VENV)/.created:
 	@test -n "$(PYTHON)" || { echo "error: no Python >= 3.12 found (install one or set PYTHON=...)" >&2; exit 1; }
@@ -28,8 +28,11 @@ demo: $(VENV)/.installed-demo
 test: $(VENV)/.installed-test
 	$(PY) -m pytest
 
-bench: $(VENV)/.installed-test
-	$(PY) benchmarks/run.py
+bench: $(VENV)/.installed-bench
+	$(PY) benchmarks/run.py $(BENCH_ARGS)
+
+profile: $(VENV)/.installed-bench
+	$(PY) benchmarks/profile.py $(PROFILE_ARGS)
 
 lint: $(VENV)/.installed-dev
 	$(VENV)/bin/ruff check trio_mesa fault_injection tests benchmarks
