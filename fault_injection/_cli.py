@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import logging
 import sys
 from collections.abc import Sequence
 from pathlib import Path
@@ -84,9 +83,6 @@ def main(argv: Sequence[str] | None = None) -> int:
     scenario = _resolve(parser, args.scenario)
     if args.host == "asyncio" and not _compat_available():
         parser.error("--host asyncio needs trio_mesa.compat, which this installation lacks")
-    # The report shows every failure; the core's per-failure log lines would bury it.
-    logging.getLogger("trio_mesa").addHandler(logging.NullHandler())
-    logging.getLogger("trio_mesa").propagate = False
     try:
         scenario = scenario.replace(
             **{k: v for k, v in (("agents", args.agents), ("steps", args.steps)) if v is not None}

@@ -29,6 +29,10 @@ from ._policy import StepPolicy, SyncMode
 from ._report import StepReport
 
 logger = logging.getLogger("trio_mesa")
+# A library's logger gets only a NullHandler (Python's logging HOWTO): the application
+# decides where failure records go. Without it, logging's last-resort handler would
+# print a traceback to stderr for every failed agent of every step.
+logger.addHandler(logging.NullHandler())
 
 _now = trio.current_time
 _INF = math.inf
