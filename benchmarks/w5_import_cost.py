@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from benchmarks._harness import Config, Row, alternate, python_child, ratio_row
 
-GATHERS = 15
+GATHERS = 10
 
 PROBE = """
 import asyncio, statistics, sys, time
@@ -55,4 +55,4 @@ def measure(rounds: int) -> list[Row]:
 
 
 def run(config: Config) -> list[Row]:
-    return measure(config.rounds(7, quick=2))
+    return measure(config.rounds(5, quick=2))
