@@ -11,7 +11,14 @@ prediction (`expected_run`) and the invariants (`check_step`)::
     assert result.matched, result.mismatches
 
 Or from a shell: ``python -m fault_injection run flaky --seed 7``.
+
+For real clients, `chaos_server` serves an OpenAI-compatible endpoint on loopback that
+fails on the same kind of seeded plan (`SERVER_SCENARIOS`), logging every request and
+its fault (`FaultLog`); ``python -m fault_injection serve`` runs it from a shell. It
+needs the ``server`` extra (starlette, uvicorn), imported only when first used.
 """
+
+from typing import TYPE_CHECKING, Any
 
 from ._agents import AsyncioLLMAgent, FakeLLMAgent, FakeLLMModel, SyncLLMAgent, TrioLLMAgent
 from ._checker import ObservedStep, check_step
@@ -26,18 +33,42 @@ from ._errors import (
     Timeout,
     ToolCallParseError,
 )
+from ._fault_log import FaultLog, RequestRecord
 from ._latency import Fixed, LogNormal, Uniform
 from ._oracle import ExpectedRun, ExpectedStep, expected_run, expected_step, mesa_llm_baseline
 from ._plan import FaultPlan, PlannedCall
 from ._runner import RunResult, StepResult, run_scenario
 from ._scenario import FaultKind, FaultRule, Scenario
 from ._scenarios import SCENARIOS
+from ._server_scenarios import SERVER_SCENARIOS
 from ._toml import ScenarioError, load_scenario, scenario_from_dict
 
+if TYPE_CHECKING:
+    from ._chaos_app import ChaosApp
+    from ._server import ChaosServer, chaos_server
+
+_LAZY = {"ChaosApp": "._chaos_app", "ChaosServer": "._server", "chaos_server": "._server"}
+
+
+def __getattr__(name: str) -> Any:
+    # The chaos server needs starlette and uvicorn: import them on first use only.
+    if name in _LAZY:
+        import importlib
+
+        value = getattr(importlib.import_module(_LAZY[name], __name__), name)
+        globals()[name] = value
+        return value
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
 __all__ = [
+    "SCENARIOS",
+    "SERVER_SCENARIOS",
     "APIConnectionError",
     "APIError",
     "AsyncioLLMAgent",
+    "ChaosApp",
+    "ChaosServer",
     "ContentPolicyViolationError",
     "ExpectedRun",
     "ExpectedStep",
@@ -46,6 +77,7 @@ __all__ = [
     "FakeLLMModel",
     "FakeReply",
     "FaultKind",
+    "FaultLog",
     "FaultPlan",
     "FaultRule",
     "Fixed",
@@ -54,7 +86,7 @@ __all__ = [
     "ObservedStep",
     "PlannedCall",
     "RateLimitError",
-    "SCENARIOS",
+    "RequestRecord",
     "RunResult",
     "Scenario",
     "ScenarioError",
@@ -65,6 +97,7 @@ __all__ = [
     "ToolCallParseError",
     "TrioLLMAgent",
     "Uniform",
+    "chaos_server",
     "check_step",
     "expected_run",
     "expected_step",

@@ -1,4 +1,4 @@
-"""The command line: ``python -m fault_injection list`` and ``run SCENARIO [options]``.
+"""The command line: ``python -m fault_injection list``, ``run SCENARIO [options]``, ``serve``.
 
 ``run`` prints a progress bar over steps and a summary table (with rich when it is
 installed, plain text otherwise), or with ``--json`` exactly one JSON document on stdout.
@@ -21,6 +21,7 @@ from ._oracle import mesa_llm_baseline
 from ._runner import HOSTS, RunResult, StepResult, run_scenario
 from ._scenario import Scenario
 from ._scenarios import SCENARIOS
+from ._serve_cli import add_serve_parser, run_serve
 from ._toml import ScenarioError, load_scenario
 
 _COLUMNS = (
@@ -55,7 +56,7 @@ def build_parser() -> argparse.ArgumentParser:
         description="Run fake LLM agents through seeded failure scenarios and check every "
         "outcome against an exact oracle.",
     )
-    sub = parser.add_subparsers(dest="command", required=True, metavar="{list,run}")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="{list,run,serve}")
     sub.add_parser("list", help="list the named scenarios")
     run = sub.add_parser("run", help="run a scenario and check it against the oracle")
     run.add_argument("scenario", help="a scenario name (see 'list') or a path to a .toml file")
@@ -70,6 +71,7 @@ def build_parser() -> argparse.ArgumentParser:
         help="real time, scaled by the scenario's real_time_scale (the asyncio host always is)",
     )
     run.add_argument("--json", action="store_true", help="print one JSON document on stdout")
+    add_serve_parser(sub)
     return parser
 
 
@@ -80,6 +82,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.command == "list":
         _list(sys.stdout)
         return 0
+    if args.command == "serve":
+        return run_serve(args)
     scenario = _resolve(parser, args.scenario)
     if args.host == "asyncio" and not _compat_available():
         parser.error("--host asyncio needs trio_mesa.compat, which this installation lacks")

@@ -135,9 +135,13 @@ class FaultPlan:
         self.call = lru_cache(maxsize=None)(self._call)
 
     def _call(self, unique_id: int, n: int) -> PlannedCall:
-        """The `PlannedCall` for agent ``unique_id``'s ``n``-th call (cached)."""
+        """The `PlannedCall` for agent ``unique_id``'s ``n``-th call (cached).
+
+        An id outside ``1..agents`` (the chaos server meets agents no scenario counted)
+        plans as an asyncio agent that only background faults and rules listing it reach.
+        """
         scenario = self.scenario
-        flavor = self.flavors[unique_id]
+        flavor = self.flavors.get(unique_id, Flavor.ASYNCIO)
         rng = CallRandom(self.seed, unique_id, n)
         kind = FaultKind.OK
         latency_dist = scenario.latency

@@ -10,6 +10,9 @@ import trio.testing
 # litellm (an optional test extra) fetches a model cost map from the internet at import.
 os.environ.setdefault("LITELLM_LOCAL_MODEL_COST_MAP", "True")
 
+# The chaos LLM server fixture (chaos_llm_server) and its chaos_server marker.
+pytest_plugins = ["fault_injection.pytest_plugin"]
+
 
 @pytest.fixture
 def mock_clock() -> trio.testing.MockClock:

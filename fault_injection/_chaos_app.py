@@ -1,0 +1,385 @@
+"""`ChaosApp`: an OpenAI-compatible ASGI app (starlette) that fails on a seeded plan.
+
+``POST /v1/chat/completions`` (and ``/chat/completions``) answers like a real provider
+(see `fault_injection._openai_replies`), except where the `FaultPlan` of its scenario
+and seed says otherwise: the n-th request of agent ``unique_id`` gets exactly the fate
+``plan.call(unique_id, n)``, so a seed reproduces every agent's faults whatever order
+the requests arrive in. Requests that name no agent are keyed as agent 0, numbered in
+arrival order. Faults as a client sees them: ``rate_limit`` (429 with ``Retry-After``
+and ``retry-after-ms``), ``service_unavailable`` (503, same headers), ``server_error``
+(500), ``timeout`` (408), ``content_filter`` (400, code ``content_filter``),
+``malformed_json`` (200 with a body that is not JSON: ``garbage`` or ``cut`` short),
+``bad_tool_call`` (a ``tool_calls`` reply whose ``arguments`` are not JSON),
+``connection_error`` (the connection is ``reset`` before any byte, or ``truncated``
+mid-body), ``hang`` (no answer until the client disconnects), and the plan's latency
+before any of them. Every request is recorded in a `FaultLog` (``GET /_chaos/log``,
+``GET /_chaos/faults``; ``GET /_chaos/health`` counts them; ``?wait_idle=SECONDS`` on
+any of the three answers once no chat request is in flight).
+
+Malformed requests get OpenAI-shaped 4xx JSON errors (400 bad JSON or missing fields,
+404, 405, 413 over ``max_body`` bytes) and the server keeps serving.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import math
+from typing import Any
+
+import anyio
+import anyio.to_thread
+from starlette.applications import Starlette
+from starlette.exceptions import HTTPException
+from starlette.requests import ClientDisconnect, Request
+from starlette.responses import JSONResponse
+from starlette.routing import Route
+
+from ._fault_log import CLIENT_DISCONNECTED, DROPPED, SENT, FaultLog, RequestRecord
+from ._openai_replies import (
+    chat_reply,
+    error_body,
+    find_agent,
+    validate_chat_request,
+    wants_tool_call,
+)
+from ._plan import CallRandom, FaultPlan
+from ._scenario import FaultKind, Scenario
+from ._server_scenarios import resolve_server_scenario
+
+logger = logging.getLogger("fault_injection.server")
+
+K = FaultKind
+
+#: The largest request body accepted by default (413 above it).
+DEFAULT_MAX_BODY = 1 << 20
+
+_ERRORS: dict[FaultKind, tuple[int, str, str, str]] = {
+    K.RATE_LIMIT: (429, "requests", "rate_limit_exceeded", "Rate limit reached for {model}."),
+    K.SERVICE_UNAVAILABLE: (
+        503,
+        "service_unavailable",
+        "service_unavailable",
+        "The server is overloaded or not ready yet.",
+    ),
+    K.SERVER_ERROR: (500, "server_error", "internal_error", "The server had an error."),
+    K.TIMEOUT: (408, "timeout", "request_timeout", "Request timed out."),
+    K.CONTENT_FILTER: (
+        400,
+        "invalid_request_error",
+        "content_filter",
+        "The response was filtered due to the prompt triggering content management policy.",
+    ),
+}
+
+
+class _Endpoint:
+    """Marks a coroutine as a raw ASGI endpoint for starlette's router."""
+
+    def __init__(self, handler: Any) -> None:
+        self.handler = handler
+
+    async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
+        await self.handler(scope, receive, send)
+
+
+async def _wait_disconnect(receive: Any) -> None:
+    while (await receive())["type"] != "http.disconnect":
+        pass
+
+
+async def _sleep_unless_disconnected(receive: Any, seconds: float) -> bool:
+    """Sleep ``seconds``; ``True`` (early) if the client disconnected meanwhile."""
+    if seconds <= 0:
+        return False
+    with anyio.move_on_after(seconds):
+        await _wait_disconnect(receive)
+        return True
+    return False
+
+
+class _BadRequest(Exception):
+    def __init__(self, status: int, message: str, code: str | None = None) -> None:
+        super().__init__(message)
+        self.status = status
+        self.message = message
+        self.code = code
+
+
+def _error_response(status: int, message: str, code: str | None = None, **headers: str) -> Any:
+    type_ = "invalid_request_error" if status < 500 else "server_error"
+    return JSONResponse(error_body(message, type_, code), status_code=status, headers=headers)
+
+
+class ChaosApp:
+    """The chaos LLM server's ASGI application.
+
+    Args:
+        scenario: a `Scenario` or the name of one in `SERVER_SCENARIOS`.
+        seed: overrides the scenario's seed.
+        log: the `FaultLog` to record requests in (a new one by default).
+        log_path: with no ``log``, mirror the new log to this JSON-lines file.
+        max_body: the largest request body accepted, in bytes.
+        time_scale: real seconds per model second of planned latency and
+            ``retry_after`` (default: the scenario's ``real_time_scale``).
+
+    Attributes:
+        scenario, seed, plan (`FaultPlan`), log (`FaultLog`).
+    """
+
+    def __init__(
+        self,
+        scenario: Scenario | str = "clean",
+        seed: int | None = None,
+        *,
+        log: FaultLog | None = None,
+        log_path: str | None = None,
+        max_body: int = DEFAULT_MAX_BODY,
+        time_scale: float | None = None,
+    ) -> None:
+        self.scenario = resolve_server_scenario(scenario)
+        self.plan = FaultPlan(self.scenario, seed)
+        self.seed = self.plan.seed
+        self.log = log if log is not None else FaultLog(log_path)
+        self.max_body = max_body
+        self.time_scale = self.scenario.real_time_scale if time_scale is None else time_scale
+        # Filled by the uvicorn protocol of `_server` so that a fault can drop the
+        # connection outright (ASGI itself has no way to): client address -> transport.
+        self.transports: dict[Any, asyncio.Transport] = {}
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._closing: asyncio.Event | None = None
+        self._app = Starlette(
+            routes=[
+                Route("/v1/chat/completions", _Endpoint(self._chat), methods=["POST"]),
+                Route("/chat/completions", _Endpoint(self._chat), methods=["POST"]),
+                Route("/v1/models", self._models, methods=["GET"]),
+                Route("/models", self._models, methods=["GET"]),
+                Route("/_chaos/log", self._log, methods=["GET"]),
+                Route("/_chaos/faults", self._faults, methods=["GET"]),
+                Route("/_chaos/health", self._health, methods=["GET"]),
+            ],
+            exception_handlers={HTTPException: self._http_error},
+        )
+
+    async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
+        if self._closing is None:
+            self._loop = asyncio.get_running_loop()
+            self._closing = asyncio.Event()
+        await self._app(scope, receive, send)
+
+    def drop_hanging(self) -> None:
+        """Drop the connections of requests that hang (thread-safe): a server that stops
+        must not wait for clients that may never give up."""
+        if self._loop is not None and self._closing is not None:
+            self._loop.call_soon_threadsafe(self._closing.set)
+
+    async def _hang(self, receive: Any) -> bool:
+        """Wait until the client disconnects (``True``) or `drop_hanging` (``False``)."""
+        assert self._closing is not None
+        closing = self._closing
+        disconnected = False
+        async with anyio.create_task_group() as tg:
+
+            async def client() -> None:
+                nonlocal disconnected
+                await _wait_disconnect(receive)
+                disconnected = True
+                tg.cancel_scope.cancel()
+
+            async def server() -> None:
+                await closing.wait()
+                tg.cancel_scope.cancel()
+
+            tg.start_soon(client)
+            tg.start_soon(server)
+        return disconnected
+
+    # -- plain endpoints --------------------------------------------------------------
+
+    async def _http_error(self, request: Request, exc: Exception) -> Any:
+        assert isinstance(exc, HTTPException)
+        return _error_response(exc.status_code, str(exc.detail), **(exc.headers or {}))
+
+    async def _models(self, request: Request) -> Any:
+        return JSONResponse(
+            {
+                "object": "list",
+                "data": [
+                    {"id": "chaos", "object": "model", "created": 0, "owned_by": "fault_injection"}
+                ],
+            }
+        )
+
+    async def _describe(self, request: Request) -> dict[str, Any]:
+        # ?wait_idle=SECONDS: answer once no chat request is in flight (or after SECONDS),
+        # so that a client reads a settled log without sleeping.
+        wait = request.query_params.get("wait_idle")
+        idle = True
+        if wait is not None:
+            try:
+                seconds = min(float(wait), 60.0)
+            except ValueError:
+                raise HTTPException(400, "wait_idle must be a number of seconds") from None
+            idle = await anyio.to_thread.run_sync(self.log.wait_idle, seconds)
+        return {
+            "scenario": self.scenario.name,
+            "seed": self.seed,
+            "requests": len(self.log),
+            "in_flight": self.log.in_flight,
+            "idle": idle,
+        }
+
+    async def _log(self, request: Request) -> Any:
+        head = await self._describe(request)
+        records = [r.to_json() for r in self.log.records()]
+        return JSONResponse({**head, "requests": records})
+
+    async def _faults(self, request: Request) -> Any:
+        head = await self._describe(request)
+        records = [r.to_json() for r in self.log.faults()]
+        return JSONResponse({**head, "faults": records})
+
+    async def _health(self, request: Request) -> Any:
+        return JSONResponse({"status": "ok", **(await self._describe(request))})
+
+    # -- chat completions -------------------------------------------------------------
+
+    async def _read_json(self, request: Request) -> dict[str, Any]:
+        length = request.headers.get("content-length")
+        if length is not None and length.isdigit() and int(length) > self.max_body:
+            raise _BadRequest(413, f"Request body exceeds {self.max_body} bytes.", "too_large")
+        chunks: list[bytes] = []
+        size = 0
+        async for chunk in request.stream():
+            size += len(chunk)
+            if size > self.max_body:
+                raise _BadRequest(413, f"Request body exceeds {self.max_body} bytes.", "too_large")
+            chunks.append(chunk)
+        try:
+            body = json.loads(b"".join(chunks))
+        except (ValueError, UnicodeDecodeError) as exc:
+            message = f"The request body is not valid JSON: {exc}"
+            raise _BadRequest(400, message, "invalid_json") from None
+        problem = validate_chat_request(body)
+        if problem is not None:
+            raise _BadRequest(400, problem, "invalid_request")
+        return body
+
+    async def _chat(self, scope: Any, receive: Any, send: Any) -> None:
+        request = Request(scope, receive)
+        try:
+            body = await self._read_json(request)
+        except ClientDisconnect:
+            return
+        except _BadRequest as exc:
+            logger.warning("chaos server: rejected a request (%d): %s", exc.status, exc.message)
+            await _error_response(exc.status, exc.message, exc.code)(scope, receive, send)
+            return
+        agent = find_agent(body, request.headers.get("x-agent-id"))
+        key = 0 if agent is None else agent
+        # No await between numbering the call and recording it: requests are numbered
+        # in the order they reach this point, one agent's calls in its own order.
+        planned = self.plan.call(key, self.log.next_call(agent))
+        kind = planned.kind
+        if kind is K.INTERRUPT or (kind is K.BAD_TOOL_CALL and not wants_tool_call(body)):
+            kind = K.OK  # the fault does not apply to this request
+        record = self.log.start(agent, planned.kind.value, kind.value, body["model"])
+        rng = CallRandom(self.seed, key, record.call, 1)  # the reply's own stream
+        try:
+            await self._answer(record, planned, kind, body, rng, scope, receive, send)
+        except BaseException:
+            if self.log.records()[record.request - 1].outcome == "in_flight":
+                self.log.finish(record, outcome=CLIENT_DISCONNECTED)
+            raise
+
+    async def _answer(
+        self,
+        record: RequestRecord,
+        planned: Any,
+        kind: FaultKind,
+        body: dict[str, Any],
+        rng: CallRandom,
+        scope: Any,
+        receive: Any,
+        send: Any,
+    ) -> None:
+        log = self.log
+        if kind is K.HANG:
+            if await self._hang(receive):
+                log.finish(record, latency=None, outcome=CLIENT_DISCONNECTED)
+                return
+            transport = self.transports.get(scope.get("client") and tuple(scope["client"]))
+            if transport is not None:
+                transport.abort()
+                await _wait_disconnect(receive)
+            log.finish(record, latency=None, outcome=DROPPED)
+            return
+        latency = planned.latency * self.time_scale if math.isfinite(planned.latency) else 0.0
+        if await _sleep_unless_disconnected(receive, latency):
+            log.finish(record, latency=latency, outcome=CLIENT_DISCONNECTED)
+            return
+        if kind in _ERRORS:
+            status, type_, code, message = _ERRORS[kind]
+            headers: dict[str, str] = {}
+            retry_after = None
+            if kind in (K.RATE_LIMIT, K.SERVICE_UNAVAILABLE):
+                retry_after = (planned.retry_after or 1.0) * self.time_scale
+                headers = {
+                    "retry-after": str(max(1, math.ceil(retry_after))),
+                    "retry-after-ms": str(max(1, round(retry_after * 1000))),
+                }
+            where = f" (chaos: agent {record.agent}, call {record.call})"
+            payload = error_body(message.format(model=body["model"]) + where, type_, code)
+            await JSONResponse(payload, status_code=status, headers=headers)(scope, receive, send)
+            log.finish(
+                record, status=status, latency=latency, retry_after=retry_after, outcome=SENT
+            )
+            return
+        reply, tool = chat_reply(
+            body, record.agent, rng, record.request, bad_args=kind is K.BAD_TOOL_CALL
+        )
+        data = json.dumps(reply).encode()
+        detail = ""
+        if kind is K.MALFORMED_JSON:
+            detail = rng.choice(("garbage", "cut"))
+            cut = data[: len(data) // 2]
+            data = b"{'id': 'not JSON', 'choices': []" if detail == "garbage" else cut
+        if kind is K.CONNECTION_ERROR:
+            detail = rng.choice(("reset", "truncated"))
+            transport = self.transports.get(scope.get("client") and tuple(scope["client"]))
+            if detail == "reset" and transport is not None:
+                transport.abort()
+            else:
+                await send(_start(200, len(data)))
+                half = data[: len(data) // 2]
+                await send({"type": "http.response.body", "body": half, "more_body": True})
+                if transport is None:
+                    log.finish(record, status=200, latency=latency, detail=detail, outcome=DROPPED)
+                    # Not served by our uvicorn protocol: raising makes the server close.
+                    raise ConnectionAbortedError("chaos: connection dropped mid-body")
+                transport.close()
+            await _wait_disconnect(receive)
+            log.finish(
+                record,
+                status=None if detail == "reset" else 200,
+                latency=latency,
+                detail=detail,
+                tool=tool,
+                outcome=DROPPED,
+            )
+            return
+        await send(_start(200, len(data)))
+        await send({"type": "http.response.body", "body": data})
+        log.finish(record, status=200, latency=latency, detail=detail, tool=tool, outcome=SENT)
+
+
+def _start(status: int, length: int) -> dict[str, Any]:
+    return {
+        "type": "http.response.start",
+        "status": status,
+        "headers": [
+            (b"content-type", b"application/json"),
+            (b"content-length", str(length).encode()),
+        ],
+    }

@@ -1,0 +1,158 @@
+"""`FaultLog`: the chaos server's record of every chat request and the fault it got.
+
+One `RequestRecord` per chat-completion request, in arrival order, naming the agent the
+request came from (when the server could tell), that agent's call number, the planned
+and the applied fault, and how the exchange ended (``sent``, ``dropped``, or
+``client_disconnected`` when the client gave up first). A run's log can be compared with
+its `trio_mesa.StepReport` agent by agent. The log is shared between the server's event
+loop thread and the caller's thread: every access takes one lock, and `wait_idle` blocks
+until no request is in flight, so a test reads a settled log without sleeping.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import threading
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, TextIO
+
+#: How an exchange ended.
+SENT = "sent"
+DROPPED = "dropped"
+CLIENT_DISCONNECTED = "client_disconnected"
+IN_FLIGHT = "in_flight"
+
+
+@dataclass(frozen=True, slots=True)
+class RequestRecord:
+    """One chat-completion request and what the server did with it.
+
+    Attributes:
+        request: the server-wide 1-based request number (arrival order).
+        agent: the requesting agent's ``unique_id``, or ``None`` if the request did
+            not say (then ``call`` counts the server's unattributed requests).
+        call: the agent's 1-based request number: the key of its `FaultPlan` entry.
+        planned: the `FaultKind` value the plan drew for this call.
+        fault: the fault actually applied (``"ok"`` for none); differs from ``planned``
+            only where a fault does not apply (``bad_tool_call`` on a request
+            without tools is answered normally).
+        detail: how the fault was carried out (``"reset"`` or ``"truncated"`` for a
+            dropped connection, ``"garbage"`` or ``"cut"`` for a malformed body).
+        status: the HTTP status sent, or ``None`` if no status line was sent.
+        latency: seconds the server waited before answering (``None`` for a hang).
+        retry_after: seconds a 429 or 503 asked the client to wait.
+        model: the ``model`` the request named.
+        tool: the tool called in a ``tool_calls`` reply, if any.
+        outcome: ``"sent"``, ``"dropped"``, ``"client_disconnected"`` or ``"in_flight"``.
+    """
+
+    request: int
+    agent: int | None
+    call: int
+    planned: str
+    fault: str
+    detail: str = ""
+    status: int | None = None
+    latency: float | None = 0.0
+    retry_after: float | None = None
+    model: str = ""
+    tool: str | None = None
+    outcome: str = IN_FLIGHT
+
+    def to_json(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+
+class FaultLog:
+    """A thread-safe, append-only list of `RequestRecord`, optionally mirrored to a file.
+
+    Args:
+        path: if given, every finished request is appended to it as one JSON line
+            (the file is truncated when the log is created).
+    """
+
+    def __init__(self, path: str | Path | None = None) -> None:
+        self._records: list[RequestRecord] = []
+        self._calls: dict[int | None, int] = {}
+        self._in_flight = 0
+        self._cond = threading.Condition()
+        self._file: TextIO | None = None
+        if path is not None:
+            self._file = open(path, "w", encoding="utf-8")  # noqa: SIM115 - closed by close()
+
+    def start(self, agent: int | None, planned: str, fault: str, model: str) -> RequestRecord:
+        """Number a new request (and the agent's call) and mark it in flight."""
+        with self._cond:
+            call = self._calls.get(agent, 0) + 1
+            self._calls[agent] = call
+            record = RequestRecord(
+                request=len(self._records) + 1,
+                agent=agent,
+                call=call,
+                planned=planned,
+                fault=fault,
+                model=model,
+            )
+            self._records.append(record)
+            self._in_flight += 1
+            return record
+
+    def next_call(self, agent: int | None) -> int:
+        """The call number the agent's next request will get."""
+        with self._cond:
+            return self._calls.get(agent, 0) + 1
+
+    def finish(self, record: RequestRecord, **changes: Any) -> RequestRecord:
+        """Record how the request ended; wakes `wait_idle` when nothing is in flight."""
+        with self._cond:
+            done = dataclasses.replace(record, **changes)
+            self._records[record.request - 1] = done
+            self._in_flight -= 1
+            if self._file is not None:
+                self._file.write(json.dumps(done.to_json()) + "\n")
+                self._file.flush()
+            if self._in_flight == 0:
+                self._cond.notify_all()
+            return done
+
+    def wait_idle(self, timeout: float | None = None) -> bool:
+        """Block until no request is in flight; ``False`` if ``timeout`` passed first."""
+        with self._cond:
+            return self._cond.wait_for(lambda: self._in_flight == 0, timeout)
+
+    @property
+    def in_flight(self) -> int:
+        with self._cond:
+            return self._in_flight
+
+    def records(self) -> list[RequestRecord]:
+        """A snapshot of every record so far, in arrival order."""
+        with self._cond:
+            return list(self._records)
+
+    def faults(self) -> list[RequestRecord]:
+        """The records whose applied fault is not ``"ok"``."""
+        return [r for r in self.records() if r.fault != "ok"]
+
+    def by_agent(self) -> dict[int | None, list[RequestRecord]]:
+        """Each agent's records in call order."""
+        out: dict[int | None, list[RequestRecord]] = {}
+        for r in self.records():
+            out.setdefault(r.agent, []).append(r)
+        return out
+
+    def __iter__(self) -> Iterator[RequestRecord]:
+        return iter(self.records())
+
+    def __len__(self) -> int:
+        with self._cond:
+            return len(self._records)
+
+    def close(self) -> None:
+        with self._cond:
+            if self._file is not None:
+                self._file.close()
+                self._file = None

@@ -1,0 +1,191 @@
+"""`ChaosServer`: the chaos LLM app served by uvicorn on loopback, in a thread or a shell.
+
+`chaos_server` binds and listens on its socket before it returns, so the base URL is
+usable at once (connections wait in the backlog until uvicorn accepts them: nothing to
+poll), and serves from a daemon thread with its own asyncio loop until the ``with``
+block ends. ``python -m fault_injection serve`` runs the same server in the foreground,
+prints its base URL as the first line of stdout, and stops cleanly on SIGINT or SIGTERM
+(see `fault_injection._serve_cli`).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import socket
+import threading
+from collections.abc import Iterator
+from typing import Any
+
+from ._chaos_app import DEFAULT_MAX_BODY, ChaosApp
+from ._fault_log import FaultLog, RequestRecord
+from ._scenario import Scenario
+
+
+def _protocol_class(app: ChaosApp) -> type:
+    """uvicorn's h11 protocol, registering each connection's transport with ``app``."""
+    from uvicorn.protocols.http.h11_impl import H11Protocol
+
+    class ChaosH11Protocol(H11Protocol):
+        def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
+            super().connection_made(transport)
+            if self.client is not None:
+                app.transports[tuple(self.client)] = transport
+
+        def connection_lost(self, exc: Exception | None) -> None:
+            if self.client is not None:
+                app.transports.pop(tuple(self.client), None)
+            super().connection_lost(exc)
+
+    return ChaosH11Protocol
+
+
+class ChaosServer:
+    """A `ChaosApp` served by uvicorn from a background thread.
+
+    Args:
+        scenario: a `Scenario` or the name of one in `SERVER_SCENARIOS`.
+        seed: overrides the scenario's seed.
+        host: the address to bind (loopback by default).
+        port: the port (0: any free one).
+        log_path: also write the fault log to this JSON-lines file.
+        max_body: the largest request body accepted, in bytes.
+        time_scale: real seconds per model second (default: the scenario's).
+        shutdown_timeout: seconds `stop` lets unanswered requests (a ``hang``) run
+            before cancelling them.
+
+    Attributes:
+        app: the `ChaosApp`; log: its `FaultLog`; base_url: ``http://HOST:PORT``
+            (set by `start`); api_base: ``base_url + "/v1"``.
+    """
+
+    def __init__(
+        self,
+        scenario: Scenario | str = "clean",
+        seed: int | None = None,
+        *,
+        host: str = "127.0.0.1",
+        port: int = 0,
+        log_path: str | None = None,
+        max_body: int = DEFAULT_MAX_BODY,
+        time_scale: float | None = None,
+        shutdown_timeout: float = 2.0,
+    ) -> None:
+        self.app = ChaosApp(
+            scenario, seed, log_path=log_path, max_body=max_body, time_scale=time_scale
+        )
+        self.log: FaultLog = self.app.log
+        self.host = host
+        self.port = port
+        self.shutdown_timeout = shutdown_timeout
+        self.base_url = ""
+        self._server: Any = None
+        self._thread: threading.Thread | None = None
+        self._error: BaseException | None = None
+
+    @property
+    def api_base(self) -> str:
+        """The URL to give an OpenAI client (litellm's ``api_base``, openai's ``base_url``)."""
+        return self.base_url + "/v1"
+
+    @property
+    def scenario(self) -> Scenario:
+        return self.app.scenario
+
+    @property
+    def seed(self) -> int:
+        return self.app.seed
+
+    def start(self) -> ChaosServer:
+        """Bind, listen, and serve from a daemon thread; returns ``self``."""
+        import uvicorn
+
+        if self._thread is not None:
+            raise RuntimeError("this ChaosServer has already been started")
+        family = socket.AF_INET6 if ":" in self.host else socket.AF_INET
+        # proto=IPPROTO_TCP, not 0: asyncio sets TCP_NODELAY only on sockets that say they
+        # are TCP, and without it every response waits ~40 ms for a delayed ACK (Nagle).
+        sock = socket.socket(family, socket.SOCK_STREAM, socket.IPPROTO_TCP)
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            sock.bind((self.host, self.port))
+            sock.listen(128)
+        except OSError:
+            sock.close()
+            raise
+        self.port = sock.getsockname()[1]
+        host = f"[{self.host}]" if family == socket.AF_INET6 else self.host
+        self.base_url = f"http://{host}:{self.port}"
+        config = uvicorn.Config(
+            self.app,
+            http=_protocol_class(self.app),
+            ws="none",
+            lifespan="off",
+            loop="asyncio",
+            log_level="warning",
+            access_log=False,
+            timeout_graceful_shutdown=self.shutdown_timeout,
+        )
+        self._server = uvicorn.Server(config)
+
+        def run() -> None:
+            try:
+                self._server.run(sockets=[sock])
+            except BaseException as exc:  # reported by stop()
+                self._error = exc
+            finally:
+                sock.close()
+
+        self._thread = threading.Thread(target=run, name=f"chaos-server-{self.port}", daemon=True)
+        self._thread.start()
+        return self
+
+    def stop(self) -> None:
+        """Stop serving and wait for the thread; closes the log file.
+
+        Raises:
+            RuntimeError: if the server thread failed.
+        """
+        if self._thread is None:
+            return
+        self._server.should_exit = True
+        self.app.drop_hanging()
+        self._thread.join()
+        self._thread = None
+        self.log.close()
+        if self._error is not None:
+            raise RuntimeError(f"chaos server failed: {self._error!r}") from self._error
+
+    def wait_idle(self, timeout: float | None = 10.0) -> bool:
+        """Block until no request is in flight (see `FaultLog.wait_idle`)."""
+        return self.log.wait_idle(timeout)
+
+    def records(self) -> list[RequestRecord]:
+        """Every request so far (see `FaultLog.records`)."""
+        return self.log.records()
+
+    def __enter__(self) -> ChaosServer:
+        return self.start() if self._thread is None else self
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+
+@contextlib.contextmanager
+def chaos_server(
+    scenario: Scenario | str = "clean", seed: int | None = None, **options: Any
+) -> Iterator[ChaosServer]:
+    """Serve a `ChaosServer` for the duration of a ``with`` block::
+
+        with chaos_server("flaky", seed=1) as server:
+            agent = MyAgent(model, CoTReasoning, llm_model="openai/chaos",
+                            api_base=server.api_base)
+            ...
+            server.wait_idle()
+            print(server.log.faults())
+
+    ``options`` are `ChaosServer`'s keyword arguments.
+    """
+    server = ChaosServer(scenario, seed, **options)
+    with server:
+        yield server

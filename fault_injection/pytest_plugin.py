@@ -1,0 +1,44 @@
+"""A pytest fixture serving the chaos LLM server: ``chaos_llm_server``.
+
+Enable it in a ``conftest.py`` with ``pytest_plugins = ["fault_injection.pytest_plugin"]``.
+Each test that asks for ``chaos_llm_server`` gets its own `ChaosServer` on a free
+loopback port, started before the test and stopped after it. The scenario, seed and
+other `ChaosServer` options come from the ``chaos_server`` marker (default: ``clean``)::
+
+    @pytest.mark.chaos_server("flaky", seed=3)
+    def test_my_model_survives(chaos_llm_server):
+        model = MyModel(api_base=chaos_llm_server.api_base)
+        ...
+        chaos_llm_server.wait_idle()
+        assert chaos_llm_server.log.faults()
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from typing import TYPE_CHECKING
+
+import pytest
+
+if TYPE_CHECKING:
+    from ._server import ChaosServer
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    config.addinivalue_line(
+        "markers",
+        "chaos_server(scenario='clean', seed=None, **options): the scenario, seed and "
+        "ChaosServer options of the chaos_llm_server fixture",
+    )
+
+
+@pytest.fixture
+def chaos_llm_server(request: pytest.FixtureRequest) -> Iterator[ChaosServer]:
+    """A running `ChaosServer` (see the ``chaos_server`` marker for its options)."""
+    from ._server import ChaosServer
+
+    marker = request.node.get_closest_marker("chaos_server")
+    args = marker.args if marker is not None else ()
+    kwargs = dict(marker.kwargs) if marker is not None else {}
+    with ChaosServer(*args, **kwargs) as server:
+        yield server
