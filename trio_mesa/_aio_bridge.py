@@ -1,14 +1,16 @@
 """Run asyncio-flavored agent coroutines from the step's Trio tasks.
 
-On a Trio host the coroutines run on a trio-asyncio loop: the caller's own when it is
-already inside ``trio_asyncio.open_loop()``, otherwise one opened for the step and closed
-(with every asyncio task it ran finished) before the step returns. trio-asyncio is
-imported here, lazily, only when a Trio host meets an asyncio-flavored agent: importing
-it monkeypatches asyncio and slows unrelated asyncio code in the same process.
+On a Trio host the coroutines run on a trio-asyncio loop (`trio_host_loop`): the caller's
+own when it is already inside ``trio_asyncio.open_loop()``, otherwise one opened for the
+step and closed (with every asyncio task it ran finished) before the step returns.
+trio-asyncio is imported here, lazily, only when a Trio host meets an asyncio-flavored
+agent: importing it monkeypatches asyncio and slows unrelated asyncio code in the same
+process.
 """
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine
 from contextlib import asynccontextmanager
 from typing import Any
@@ -51,12 +53,19 @@ async def run_asyncio_call(run: AioRunner, call: Callable[[], Coroutine[Any, Any
 
 
 @asynccontextmanager
-async def trio_host_runner() -> AsyncIterator[AioRunner]:
-    """Yield a runner for asyncio coroutines on the current Trio host (via trio-asyncio)."""
+async def trio_host_loop() -> AsyncIterator[asyncio.AbstractEventLoop]:
+    """Yield the trio-asyncio loop that asyncio agents of a step on a Trio host run on.
+
+    The caller's own loop when it is inside ``trio_asyncio.open_loop()`` (so objects
+    bound to it keep working), otherwise one opened here, with `PassThroughExecutor` as
+    default executor and batched callbacks (see `_trio_asyncio_batching`), and closed,
+    with every asyncio task it ran finished, when the block exits.
+    """
     import trio_asyncio
 
     from ._asyncio_policy import restore_plain_asyncio_outside_trio
     from ._executor import PassThroughExecutor
+    from ._trio_asyncio_batching import install
 
     # Importing trio-asyncio hands every later asyncio.run() in this process a
     # trio-asyncio loop; undo that outside Trio (see _asyncio_policy).
@@ -64,11 +73,12 @@ async def trio_host_runner() -> AsyncIterator[AioRunner]:
 
     loop = trio_asyncio.current_loop.get()
     if loop is not None and not loop.is_closed():
-        yield loop.run_aio_coroutine
+        yield loop
         return
     async with trio_asyncio.open_loop() as loop:
         loop.set_default_executor(PassThroughExecutor())
-        yield loop.run_aio_coroutine
+        install(loop)  # one Trio round per batch of callbacks, not per callback
+        yield loop
 
 
-__all__ = ["AioRunner", "run_asyncio_call", "trio_host_runner"]
+__all__ = ["AioRunner", "run_asyncio_call", "trio_host_loop"]

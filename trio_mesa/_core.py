@@ -21,7 +21,7 @@ import trio
 from mesa import Agent
 from mesa.agentset import AbstractAgentSet
 
-from ._aio_bridge import AioRunner, run_asyncio_call, trio_host_runner
+from ._aio_bridge import AioRunner, run_asyncio_call, trio_host_loop
 from ._errors import AgentCancelled, AgentTimeout
 from ._flavor import Flavor, _step_plans, method_plan, step_plan
 from ._outcome import AgentOutcome, Status
@@ -97,8 +97,7 @@ async def step_agents(
         max_threads=max_threads,
         abandon_threads=abandon_threads,
     )
-    entries = _prepare(agents, None, (), {}, shuffle)
-    return await _Step(entries, policy).run()
+    return await _run_on_trio_host(_prepare(agents, None, (), {}, shuffle), policy)
 
 
 async def call_agents(
@@ -121,7 +120,29 @@ async def call_agents(
     Agents keep their given order unless ``shuffle`` is true.
     """
     entries = _prepare(agents, method, args, kwargs, shuffle)
-    return await _Step(entries, policy or StepPolicy()).run()
+    return await _run_on_trio_host(entries, policy or StepPolicy())
+
+
+async def _run_on_trio_host(entries: list[_Entry], policy: StepPolicy) -> StepReport:
+    """Run prepared entries in the current Trio run.
+
+    Asyncio-flavored agents run on a trio-asyncio loop as plain asyncio tasks, one Trio
+    task per start batch waiting for them (`_guest._GuestStep`, shared with the asyncio
+    host): a Trio task plus a bridged call per agent cost several times more.
+    """
+    if not any(entry[2] is _ASYNCIO for entry in entries):
+        return await _Step(entries, policy).run()
+    from ._guest import _GuestStep
+
+    error: BaseException | None = None
+    async with trio_host_loop() as loop:
+        try:
+            return await _GuestStep(entries, policy, loop).run()
+        except (Exception, KeyboardInterrupt, SystemExit) as exc:
+            # Raised after the loop has closed, so it is not wrapped in the group of
+            # trio-asyncio's nursery: callers catch StepFailed/KeyboardInterrupt as is.
+            error = exc
+    raise error  # type: ignore[misc]
 
 
 def run_step(agents: Iterable[Agent], *, clock: trio.abc.Clock | None = None, **options: Any) -> StepReport:
@@ -300,13 +321,10 @@ class _Step:
         flavors = {e[2] for e in self.entries}
         if _SYNC in flavors and not self.inline_sync:
             self.thread_limiter = trio.CapacityLimiter(self.policy.max_threads)
+        if _ASYNCIO in flavors and self.aio_runner is None:
+            raise RuntimeError("internal: asyncio-flavored agents need an aio_runner")
         try:
-            if _ASYNCIO in flavors and self.aio_runner is None:
-                async with trio_host_runner() as runner:
-                    self.aio_runner = runner
-                    await self._run_all()
-            else:
-                await self._run_all()
+            await self._run_all()
         except BaseExceptionGroup as group:
             raise _unwrap_fatal(group) from None
         self._fill_unstarted()
