@@ -126,7 +126,8 @@ def value_for(schema: Any, rng: CallRandom, name: str, agent: int | None) -> Any
         required = schema.get("required") or list(props)
         return {k: value_for(props.get(k, {}), rng, k, agent) for k in required}
     if kind == "array":
-        count = int(schema.get("minItems", 0))
+        # Two items unless the schema says otherwise: an [x, y] position is the common case.
+        count = int(schema.get("minItems", min(2, schema.get("maxItems", 2))))
         return [value_for(schema.get("items", {}), rng, name, agent) for _ in range(count)]
     if kind == "integer":
         return int(rng.random() * 3)

@@ -160,8 +160,14 @@ class ChaosServer:
         """Block until no request is in flight (see `FaultLog.wait_idle`)."""
         return self.log.wait_idle(timeout)
 
-    def records(self) -> list[RequestRecord]:
-        """Every request so far (see `FaultLog.records`)."""
+    def records(self, wait_idle: float | None = 10.0) -> list[RequestRecord]:
+        """Every request so far, once none is in flight (waiting at most ``wait_idle``
+        seconds; ``None``: forever).
+
+        A client has its response a moment before the server records how the exchange
+        ended: reading `log` right after a response may show it ``in_flight``.
+        """
+        self.log.wait_idle(wait_idle)
         return self.log.records()
 
     def __enter__(self) -> ChaosServer:

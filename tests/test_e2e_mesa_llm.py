@@ -9,9 +9,11 @@ patches Mesa's AgentSet process-wide, and costs seconds: once is enough).
 The server's log is the oracle: for every agent in every step, `predict` reads that
 agent's requests and says how its step must end, given how litellm and mesa-llm retry:
 litellm's OpenAI client makes up to 3 attempts on 408, 429, 5xx and dropped connections;
-mesa-llm's ``ModuleLLM`` then retries rate limits, timeouts and connection errors with a
-1 s+ backoff and no end (so only the per-agent timeout stops it); everything else ends
-the step with an exception.
+mesa-llm's ``ModuleLLM`` then retries rate limits and timeouts with a 1 s+ backoff and no
+end (so only the per-agent timeout stops it); everything else ends the step with an
+exception. Dropped connections are not retried by mesa-llm: litellm 1.106 raises them as
+``InternalServerError``, not the ``APIConnectionError`` mesa-llm retries (pinned by
+``test_dropped_connections_fail_fast_not_retried_forever``).
 """
 
 from __future__ import annotations
@@ -25,7 +27,7 @@ from typing import Any
 
 import pytest
 
-from fault_injection import ChaosServer, RequestRecord, chaos_server
+from fault_injection import ChaosServer, FaultKind, RequestRecord, Scenario, chaos_server
 
 HELPER = Path(__file__).with_name("mesa_llm_e2e.py")
 AGENTS = 12
@@ -39,8 +41,9 @@ FAULT_TIMEOUT = 2.5
 
 SDK_RETRIED = {"rate_limit", "timeout", "connection_error", "server_error", "service_unavailable"}
 SDK_ATTEMPTS = 3  # litellm passes max_retries=2 to the OpenAI client
-MESA_LLM_RETRIED = {"rate_limit", "timeout", "connection_error"}
+MESA_LLM_RETRIED = {"rate_limit", "timeout"}
 ERROR_NAMES = {
+    "connection_error": "InternalServerError",  # litellm 1.106: "Connection error."
     "malformed_json": "InternalServerError",  # litellm's name for an unparseable body
     "content_filter": "BadRequestError",
     "server_error": "InternalServerError",
@@ -53,6 +56,13 @@ RUNS = {
     "flaky-asyncio": ("flaky", FLAKY_SEED, "asyncio", 2, FAULT_TIMEOUT),
     "flaky-trio": ("flaky", FLAKY_SEED, "trio", 2, FAULT_TIMEOUT),
     "storm-trio": ("rate-limit-storm", 3, "trio", 1, FAULT_TIMEOUT),
+    "dead-asyncio": (
+        Scenario(name="dead", agents=AGENTS, faults={FaultKind.CONNECTION_ERROR: 1.0}),
+        None,
+        "asyncio",
+        1,
+        FAULT_TIMEOUT,
+    ),
 }
 
 
@@ -179,7 +189,7 @@ def test_clean_every_agent_ok_and_planned(e2e, run) -> None:
 # -- flaky: the report agrees with the fault log -----------------------------------------
 
 
-@pytest.mark.parametrize("run", ["flaky-asyncio", "flaky-trio", "storm-trio"])
+@pytest.mark.parametrize("run", ["flaky-asyncio", "flaky-trio", "storm-trio", "dead-asyncio"])
 def test_report_agrees_with_the_fault_log(e2e, run) -> None:
     assert mismatches(e2e, run) == []
     assert e2e.servers[run].log.faults()  # the scenario did strike
@@ -227,3 +237,17 @@ def test_a_rate_limit_storm_ends_in_timeouts_not_a_hung_step(e2e) -> None:
         if len(records) > SDK_ATTEMPTS  # mesa-llm retried after litellm gave up
     ]
     assert retried
+
+
+def test_dropped_connections_fail_fast_not_retried_forever(e2e) -> None:
+    # Upstream: litellm 1.106 raises openai's APIConnectionError as InternalServerError,
+    # so mesa-llm 0.3.2's retry-forever (on litellm.APIConnectionError) never applies to
+    # a connection that drops: the agent fails after litellm's own 3 attempts.
+    [step] = e2e.steps("dead-asyncio")
+    assert {(o["status"], o["exception"]) for o in step["outcomes"]} == {
+        ("failed", "InternalServerError")
+    }
+    assert all("Connection error" in o["message"] for o in step["outcomes"])
+    for records in e2e.step_records("dead-asyncio")[0].values():
+        assert len(records) == SDK_ATTEMPTS
+        assert {r.outcome for r in records} == {"dropped"}
