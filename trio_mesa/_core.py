@@ -228,11 +228,11 @@ class _Slots:
     parking lot per call, several times the cost on a path taken 100,000 times a step.
     """
 
-    __slots__ = ("_wakeup", "free")
+    __slots__ = ("free", "wakeup")
 
     def __init__(self, total: int) -> None:
         self.free = total
-        self._wakeup: trio.Event | None = None
+        self.wakeup: trio.Event | None = None
 
     def take_nowait(self, borrower: object) -> bool:
         if self.free:
@@ -242,15 +242,18 @@ class _Slots:
 
     async def take(self, borrower: object) -> None:
         while not self.free:
-            self._wakeup = trio.Event()
-            await self._wakeup.wait()
+            self.wakeup = trio.Event()
+            await self.wakeup.wait()
         self.free -= 1
 
     def give_back(self, borrower: object) -> None:
         self.free += 1
-        wakeup = self._wakeup
+        if self.wakeup is not None:
+            self.wake()
+
+    def wake(self) -> None:
+        wakeup, self.wakeup = self.wakeup, None
         if wakeup is not None:
-            self._wakeup = None
             wakeup.set()
 
 
@@ -310,6 +313,10 @@ class _Step:
         self.stopped_by: Any = None
         model = getattr(entries[0][0], "model", None) if entries else None
         self.model_step: int | None = getattr(model, "steps", None)
+        # The first agent's model and its agent set: whether an agent was removed before
+        # its turn is asked per agent, so skip re-reading the model.agents property.
+        self.model = model
+        self.members = model.agents if model is not None else ()
         self.now: Callable[[], float] = _now
 
     async def run(self) -> StepReport:
@@ -340,6 +347,7 @@ class _Step:
 
     async def _spawn(self, nursery: trio.Nursery) -> None:
         slots = self.slots
+        counter = slots if type(slots) is _Slots else None
         inline_sync = self.inline_sync
         # Agents started at the same instant: (index, agent, call, flavor, borrower).
         batch: list[tuple[int, Any, Callable[[], Any], Flavor, object]] = []
@@ -348,7 +356,9 @@ class _Step:
                 break
             agent, call, flavor = entry
             # The entry tuple is unique to this agent in this step: a fine borrower.
-            if slots is not None and not slots.take_nowait(entry):
+            if counter is not None and counter.free:
+                counter.free -= 1  # _Slots.take_nowait, inlined: it runs per agent
+            elif slots is not None and not slots.take_nowait(entry):
                 self._start_batch(nursery, batch)
                 batch = []
                 with trio.CancelScope(deadline=self.step_deadline) as waiting:
@@ -397,7 +407,8 @@ class _Step:
         deadline: float,
     ) -> None:
         try:
-            if agent not in agent.model.agents:
+            model = agent.model
+            if agent not in (self.members if model is self.model else model.agents):
                 self.outcomes[i] = _new_outcome(
                     AgentOutcome, (agent, agent.unique_id, _SKIPPED, None, None, 0.0, 0, False)
                 )
@@ -426,8 +437,14 @@ class _Step:
                 self._cancelled(i, agent, start)
             raise
         finally:
-            if self.slots is not None:
-                self.slots.give_back(borrower)
+            slots = self.slots
+            if slots is not None:
+                if type(slots) is _Slots:  # _Slots.give_back, inlined: it runs per agent
+                    slots.free += 1
+                    if slots.wakeup is not None:
+                        slots.wake()
+                else:
+                    slots.give_back(borrower)
 
     async def _run_foreign(self, call: Callable[[], Any], flavor: Flavor) -> Any:
         if flavor is _ASYNCIO:
@@ -568,6 +585,8 @@ class _Step:
     def _fill_unstarted(self) -> None:
         """Agents the spawner never reached: kept from starting by fail_fast or the deadline."""
         outcomes = self.outcomes
+        if None not in outcomes:  # the usual case: a C-level scan, not a Python loop
+            return
         for i, outcome in enumerate(outcomes):
             if outcome is not None:
                 continue

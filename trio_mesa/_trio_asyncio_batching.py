@@ -75,8 +75,6 @@ def _call_at(self: Any, when: float, callback: Any, *args: Any, context: Any = N
 
 
 def _call_later(self: Any, delay: float, callback: Any, *args: Any, context: Any = None) -> Any:
-    if delay < 0:
-        raise ValueError(f"delay must be non-negative, not {delay!r}")
     return _call_at(self, self.time() + delay, callback, *args, context=context)
 
 
