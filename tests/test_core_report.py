@@ -117,3 +117,11 @@ async def test_rich_renders_a_table(mock_clock):
     console.print(report)
     text = console.export_text()
     assert "malformed JSON" in text and "timed_out" in text and "step 3" in text
+
+
+async def test_repr_is_short_whatever_the_size(mock_clock):
+    report, *_ = await _mixed_report(mock_clock)
+    assert repr(report) == (
+        "<StepReport step=3 agents=4 OK=2 FAILED=1 TIMED_OUT=1 duration=2>"
+    )
+    assert repr(trio_mesa.StepReport(())) == "<StepReport step=None agents=0 empty duration=0>"
