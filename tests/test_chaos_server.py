@@ -271,7 +271,7 @@ def test_stop_ends_a_request_that_is_still_hanging() -> None:
 
         t = threading.Thread(target=call)
         t.start()
-        while not server.records():  # the request has been received and numbered
+        while not server.log.records():  # the request has been received and numbered
             server.log.wait_idle(0.01)
         server.stop()
         t.join(10)
