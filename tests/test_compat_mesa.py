@@ -90,12 +90,13 @@ def test_every_kind_of_set_steps_in_parallel(automatic, which: str) -> None:
 
 
 def test_order_and_rng_use_match_mesa(automatic) -> None:
-    # Sync agents run inline in start order, so the log shows the order directly.
+    # Inline sync agents run in start order, so the log shows the order directly.
     def run(patched: bool) -> tuple[list[int], float]:
         model = Model(seed=11, parallel=patched)
         for _ in range(30):
             Stepper(model)
-        model.agents.shuffle_do("step")
+        with compat.policy(sync_mode="inline"):
+            model.agents.shuffle_do("step")
         return model.log, model.random.random()
 
     assert run(patched=True) == run(patched=False)
@@ -134,7 +135,8 @@ def test_agents_removed_during_the_step_are_skipped(automatic) -> None:
 
     for _ in range(5):
         Remover(model)
-    model.agents.shuffle_do("step")
+    with compat.policy(sync_mode="inline"):  # one after another, as Mesa would
+        model.agents.shuffle_do("step")
     assert len(model.log) == 1  # the first one removed the rest before their turn
 
 
@@ -246,3 +248,18 @@ def test_sync_entry_points_inside_a_running_loop() -> None:
     r1, r2 = asyncio.run(main())
     assert r1.all_ok and r2.all_ok
     assert sorted(model.log) == sorted([a.unique_id for a in agents] * 2)
+
+
+def test_step_agents_parallel_overlaps_blocking_sync_agents_by_default() -> None:
+    # mesa-llm's step_agents_parallel ran sync step()s one after another; a barrier for
+    # all of them only opens if every step is running at the same time.
+    barrier = threading.Barrier(8, timeout=30)
+
+    class Blocking(mesa.Agent):
+        def step(self) -> None:
+            barrier.wait()
+
+    model = Model()
+    agents = [Blocking(model) for _ in range(8)]
+    report = asyncio.run(compat.step_agents_parallel(agents))
+    assert report.counts[Status.OK] == 8 and not barrier.broken

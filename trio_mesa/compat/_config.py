@@ -19,7 +19,10 @@ from .._policy import POLICY_FIELDS, StepPolicy
 
 Mode = Literal["asyncio", "threading"]
 
-_defaults = StepPolicy()
+# mesa-llm users step LLM agents, whose sync step() blocks on HTTP: worker threads by
+# default, so those calls overlap (mesa-llm's step_agents_parallel ran them one after
+# another). The core's own default stays "inline", Mesa's sequential semantics.
+_defaults = StepPolicy(sync_mode="thread")
 _defaults_lock = threading.Lock()
 _scoped: contextvars.ContextVar[dict[str, Any] | None] = contextvars.ContextVar(
     "trio_mesa_compat_policy", default=None

@@ -35,8 +35,9 @@ async def step_agents_parallel(agents: list[Agent | LLMAgent]) -> StepReport:
 
     Drop-in for ``mesa_llm.parallel_stepping.step_agents_parallel``. Each agent's
     ``astep()`` (if it has one, else ``step()``) is called once, in the given order.
-    ``astep`` coroutines run as tasks on the caller's own loop; sync ``step()`` runs
-    inline, one after another, unless the policy says ``sync_mode="thread"``. One
+    ``astep`` coroutines run as tasks on the caller's own loop; sync ``step()`` runs in
+    worker threads, so blocking calls overlap (compat's default ``sync_mode="thread"``;
+    ``policy(sync_mode="inline")`` runs them one after another on the loop). One
     agent's exception is logged with its ``unique_id`` and recorded in the report; it
     does not stop the others (mesa-llm's version raised it and abandoned the rest).
 
