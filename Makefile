@@ -35,8 +35,8 @@ profile: $(VENV)/.installed-bench
 	$(PY) benchmarks/profile.py $(PROFILE_ARGS)
 
 lint: $(VENV)/.installed-dev
-	$(VENV)/bin/ruff check trio_mesa fault_injection tests benchmarks
-	$(VENV)/bin/ruff format --check trio_mesa fault_injection tests benchmarks
+	$(VENV)/bin/ruff check trio_mesa fault_injection tests benchmarks examples
+	$(VENV)/bin/ruff format --check trio_mesa fault_injection tests benchmarks examples
 
 clean:
 	rm -rf $(VENV) .pytest_cache .hypothesis

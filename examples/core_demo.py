@@ -40,7 +40,9 @@ class Village(mesa.Model):
             self.grid.place_agent(agent, (self.random.randrange(10), self.random.randrange(10)))
         # A handful fail, each in a way real LLM calls fail.
         faults = ["rate_limit", "malformed_json", "hang", "connection", "rate_limit", "hang"]
-        for agent, fault in zip(self.random.sample(list(self.agents), len(faults)), faults, strict=True):
+        for agent, fault in zip(
+            self.random.sample(list(self.agents), len(faults)), faults, strict=True
+        ):
             agent.fault = fault
 
 

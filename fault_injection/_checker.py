@@ -66,12 +66,14 @@ def check_step(expected: ExpectedStep, observed: ObservedStep) -> list[str]:
         elif report is not None:
             leaves = list(raised.exceptions)
             planned = [o.exception for o in report.failed]
-            if len(leaves) != len(planned) or any(a is not b for a, b in zip(leaves, planned)):
+            mismatched = any(a is not b for a, b in zip(leaves, planned, strict=False))
+            if len(leaves) != len(planned) or mismatched:
                 out.append(f"{where}: StepFailed leaves are not exactly the failed outcomes")
             names = sorted(type(e).__name__ for e in leaves)
             if names != sorted(expected.failures.values()):
                 out.append(
-                    f"{where}: StepFailed leaves {names} != planned {sorted(expected.failures.values())}"
+                    f"{where}: StepFailed leaves {names} != planned "
+                    f"{sorted(expected.failures.values())}"
                 )
     elif raised is not None:
         out.append(f"{where}: the step raised {raised!r}, expected it to return a report")

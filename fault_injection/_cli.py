@@ -131,7 +131,9 @@ def _resolve(parser: argparse.ArgumentParser, name: str) -> Scenario:
 def _list(out: TextIO) -> None:
     width = max(len(n) for n in SCENARIOS)
     for name, s in SCENARIOS.items():
-        out.write(f"{name.ljust(width)}  {s.agents:>4} agents x {s.steps:>3} steps  {s.description}\n")
+        out.write(
+            f"{name.ljust(width)}  {s.agents:>4} agents x {s.steps:>3} steps  {s.description}\n"
+        )
 
 
 def _run_with_progress(scenario: Scenario, options: dict[str, Any]) -> RunResult:
@@ -174,9 +176,7 @@ def _kinds(step: StepResult) -> str:
 
 def _header(result: RunResult) -> list[str]:
     s = result.scenario
-    clock = (
-        f"real time x{s.real_time_scale:g}" if result.real_time else "virtual time (MockClock)"
-    )
+    clock = f"real time x{s.real_time_scale:g}" if result.real_time else "virtual time (MockClock)"
     policy = ", ".join(
         f"{k}={v:g}" if isinstance(v, float | int) and not isinstance(v, bool) else f"{k}={v}"
         for k, v in (("timeout", s.timeout), ("deadline", s.deadline), ("strict", s.strict))

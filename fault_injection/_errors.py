@@ -42,7 +42,7 @@ class RateLimitError(APIError):
         self.retry_after = retry_after
 
 
-class Timeout(APIError):  # noqa: A001 - litellm's name (litellm.Timeout)
+class Timeout(APIError):
     """HTTP 408: the client's own request timeout elapsed (litellm: ``Timeout``)."""
 
     status_code = 408

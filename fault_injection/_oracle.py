@@ -194,8 +194,10 @@ def mesa_llm_baseline(run: ExpectedRun) -> dict[str, Any]:
     ours = sum(sum(1 for s in e.statuses.values() if s is Status.OK) for e in run.steps)
     limit = run.scenario.limit
     ours_seconds = sum(
-        min(limit, max((c.latency for c in e.calls.values() if c.flavor is not Flavor.SYNC),
-                       default=0.0))
+        min(
+            limit,
+            max((c.latency for c in e.calls.values() if c.flavor is not Flavor.SYNC), default=0.0),
+        )
         for e in run.steps
     )
     out: dict[str, Any] = {"ours_agent_steps_done": ours, "ours_model_seconds": ours_seconds}

@@ -36,7 +36,6 @@ Host = Literal["trio", "asyncio"]
 HOSTS: tuple[str, ...] = ("trio", "asyncio")
 
 
-
 @dataclass(slots=True)
 class StepResult:
     """What one step did, in model seconds.

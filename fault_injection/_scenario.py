@@ -170,7 +170,7 @@ class Scenario:
     steps: int = 5
     seed: int = 0
     flavors: Mapping[str, float] = field(default_factory=lambda: {"asyncio": 1.0})
-    latency: Latency = Fixed(1.0)
+    latency: Latency = Fixed(1.0)  # noqa: RUF009 - frozen: one shared default is safe
     faults: Mapping[FaultKind, float] = field(default_factory=dict)
     rules: tuple[FaultRule, ...] = ()
     timeout: float | None = None

@@ -16,7 +16,9 @@ K = FaultKind
 _ALL: tuple[Scenario, ...] = (
     Scenario(
         name="demo",
-        description="100 mixed agents, realistic latencies and errors, one hung call (real seconds)",
+        description=(
+            "100 mixed agents, realistic latencies and errors, one hung call (real seconds)"
+        ),
         agents=100,
         steps=6,
         seed=2024,
@@ -94,7 +96,9 @@ _ALL: tuple[Scenario, ...] = (
     ),
     Scenario(
         name="slow-tail",
-        description="heavy-tailed (log-normal) latencies: the timeout cuts the tail, slow successes pass",
+        description=(
+            "heavy-tailed (log-normal) latencies: the timeout cuts the tail, slow successes pass"
+        ),
         agents=100,
         steps=5,
         flavors={"asyncio": 1, "trio": 2, "sync": 1},

@@ -1,8 +1,9 @@
 """Real Mesa agents of every flavor for the core tests, driven by a per-agent script.
 
 Each agent takes a ``behaviour``: ``("ok",)``, ``("raise", exc)`` (at once, any
-BaseException too), ``("sleep", seconds)``, ``("sleep_raise", seconds, exc)`` or ``("hang",)``. Every agent counts its calls and
-records whether it was cancelled, so tests can see lost, doubled or orphaned work.
+BaseException too), ``("sleep", seconds)``, ``("sleep_raise", seconds, exc)`` or
+``("hang",)``. Every agent counts its calls and records whether it was cancelled, so
+tests can see lost, doubled or orphaned work.
 """
 
 from __future__ import annotations

@@ -33,7 +33,11 @@ def _model_with_ok_agents() -> tuple[Model, list]:
         (lambda m: "not an agent", TypeError, "not a Mesa agent.*'not an agent'"),
         (lambda m: object(), TypeError, "not a Mesa agent"),
         (lambda m: NoStep(m), TypeError, r"unique_id=\d+.*NoStep.*neither an 'astep'"),
-        (lambda m: SyncAstep(m), TypeError, r"SyncAstep.astep of agent unique_id=\d+ must be an 'async def'"),
+        (
+            lambda m: SyncAstep(m),
+            TypeError,
+            r"SyncAstep.astep of agent unique_id=\d+ must be an 'async def'",
+        ),
     ],
 )
 async def test_bad_agents_are_named_and_nothing_runs(make_culprit, error, match):
@@ -45,7 +49,7 @@ async def test_bad_agents_are_named_and_nothing_runs(make_culprit, error, match)
 
 
 async def test_the_same_agent_twice_is_refused():
-    model, good = _model_with_ok_agents()
+    _model, good = _model_with_ok_agents()
     with pytest.raises(ValueError, match=rf"unique_id={good[0].unique_id}.*appears twice"):
         await trio_mesa.step_agents([*good, good[0]])
     assert all(a.calls == 0 for a in good)
@@ -79,7 +83,7 @@ async def test_bad_options_are_refused_before_any_agent_runs(options, error, mat
 
 
 async def test_a_single_agent_or_a_non_iterable_is_refused():
-    model, good = _model_with_ok_agents()
+    _model, good = _model_with_ok_agents()
     with pytest.raises(TypeError, match="not a single agent"):
         await trio_mesa.step_agents(good[0])
     with pytest.raises(TypeError, match="iterable of Mesa agents, not 42"):
@@ -89,7 +93,7 @@ async def test_a_single_agent_or_a_non_iterable_is_refused():
 
 
 async def test_call_agents_names_a_missing_method():
-    model, good = _model_with_ok_agents()
+    _model, good = _model_with_ok_agents()
     with pytest.raises(TypeError, match=r"unique_id=\d+.*no callable method 'speak'"):
         await trio_mesa.call_agents(good, "speak")
     with pytest.raises(TypeError, match="method name or a callable"):
@@ -108,7 +112,7 @@ async def test_run_step_refuses_a_running_trio_loop():
 
 def test_run_step_refuses_a_running_asyncio_loop():
     async def main():
-        with pytest.raises(RuntimeError, match="asyncio event loop.*step_agents_parallel"):
+        with pytest.raises(RuntimeError, match=r"asyncio event loop.*step_agents_parallel"):
             trio_mesa.run_step([])
 
     asyncio.run(main())

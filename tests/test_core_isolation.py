@@ -79,7 +79,9 @@ async def test_strict_waits_for_everyone_then_raises_one_leaf_per_failure(mock_c
     ids = [o.unique_id for o in report.failed]
     for uid, leaf in zip(ids, group.exceptions, strict=True):
         agent = next(a for a in [*failing, hanging] if a.unique_id == uid)
-        assert f"unique_id={uid!r} ({type(agent).__qualname__}) in model step 7" in leaf.__notes__[-1]
+        assert (
+            f"unique_id={uid!r} ({type(agent).__qualname__}) in model step 7" in leaf.__notes__[-1]
+        )
 
 
 async def test_step_failed_keeps_its_report_when_split():
@@ -162,7 +164,11 @@ def test_keyboard_interrupt_from_inside_a_running_asyncio_task():
 
 async def test_cancelling_the_caller_cancels_every_agent(mock_clock):
     model = Model()
-    agents = [TrioAgent(model, ("hang",)), AsyncioAgent(model, ("hang",)), TrioAgent(model, ("sleep", 5))]
+    agents = [
+        TrioAgent(model, ("hang",)),
+        AsyncioAgent(model, ("hang",)),
+        TrioAgent(model, ("sleep", 5)),
+    ]
     with trio.move_on_after(2) as scope:
         await trio_mesa.step_agents(model.agents)
     assert scope.cancelled_caught

@@ -37,7 +37,7 @@ async def test_report_views_and_counts(mock_clock):
 
 
 async def test_str_lists_every_failed_agent_with_its_exception(mock_clock):
-    report, ok, bad, hung = await _mixed_report(mock_clock)
+    report, _ok, bad, _hung = await _mixed_report(mock_clock)
     text = str(report)
     first, *rows = text.splitlines()
     assert first == "step 3: 4 agents (2 ok, 1 failed, 1 timed out) in 2.000 s"
@@ -48,7 +48,7 @@ async def test_str_lists_every_failed_agent_with_its_exception(mock_clock):
 
 
 async def test_to_records_is_one_plain_dict_per_agent(mock_clock):
-    report, ok, bad, hung = await _mixed_report(mock_clock)
+    report, ok, bad, _hung = await _mixed_report(mock_clock)
     records = report.to_records()
     assert [r["unique_id"] for r in records] == [o.unique_id for o in report]
     bad_record = records[2]
@@ -71,7 +71,7 @@ async def test_to_records_is_one_plain_dict_per_agent(mock_clock):
 
 
 async def test_raise_for_failures_raises_a_group_of_exactly_the_failures(mock_clock):
-    report, ok, bad, hung = await _mixed_report(mock_clock)
+    report, _ok, bad, _hung = await _mixed_report(mock_clock)
     with pytest.raises(StepFailed) as info:
         report.raise_for_failures()
     assert info.value.report is report
@@ -121,7 +121,5 @@ async def test_rich_renders_a_table(mock_clock):
 
 async def test_repr_is_short_whatever_the_size(mock_clock):
     report, *_ = await _mixed_report(mock_clock)
-    assert repr(report) == (
-        "<StepReport step=3 agents=4 OK=2 FAILED=1 TIMED_OUT=1 duration=2>"
-    )
+    assert repr(report) == ("<StepReport step=3 agents=4 OK=2 FAILED=1 TIMED_OUT=1 duration=2>")
     assert repr(trio_mesa.StepReport(())) == "<StepReport step=None agents=0 empty duration=0>"

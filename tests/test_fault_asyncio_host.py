@@ -28,7 +28,10 @@ def test_named_scenario_matches_the_oracle_on_asyncio(name: str) -> None:
 def test_demo_scenario_matches_on_asyncio_when_shrunk() -> None:
     result = run_scenario(SCENARIOS["demo"], host="asyncio", agents=30, steps=3)
     assert result.mismatches == []
-    assert result.outcome_table() == run_scenario(SCENARIOS["demo"], agents=30, steps=3).outcome_table()
+    assert (
+        result.outcome_table()
+        == run_scenario(SCENARIOS["demo"], agents=30, steps=3).outcome_table()
+    )
 
 
 def test_a_policy_the_oracle_was_not_told_about_is_caught(monkeypatch: pytest.MonkeyPatch) -> None:

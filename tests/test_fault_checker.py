@@ -50,10 +50,8 @@ def test_a_correct_step_has_no_mismatch(good: tuple) -> None:
     assert check_step(expected, observed) == []
 
 
-def _with_outcome(report: StepReport, uid: int, **changes) -> StepReport:  # noqa: ANN003
-    outcomes = tuple(
-        o._replace(**changes) if o.unique_id == uid else o for o in report.outcomes
-    )
+def _with_outcome(report: StepReport, uid: int, **changes) -> StepReport:
+    outcomes = tuple(o._replace(**changes) if o.unique_id == uid else o for o in report.outcomes)
     return dataclasses.replace(report, outcomes=outcomes)
 
 
@@ -66,7 +64,9 @@ def test_wrong_status_is_reported(good: tuple) -> None:
 def test_wrong_exception_type_is_reported(good: tuple) -> None:
     expected, observed, report = good
     observed.report = _with_outcome(report, 2, exception=ValueError("x"))
-    assert any("raised ValueError, expected RateLimitError" in m for m in check_step(expected, observed))
+    assert any(
+        "raised ValueError, expected RateLimitError" in m for m in check_step(expected, observed)
+    )
 
 
 def test_missing_and_duplicate_outcomes_are_reported(good: tuple) -> None:
@@ -83,9 +83,15 @@ def test_lost_and_doubled_work_are_reported(good: tuple) -> None:
     mismatches = check_step(expected, dataclasses.replace(observed, work_after=lost))
     assert any("lost the work of agent 1" in m for m in mismatches)
     doubled = {**observed.work_after, 3: 2}
-    assert any("2 times" in m for m in check_step(expected, dataclasses.replace(observed, work_after=doubled)))
+    assert any(
+        "2 times" in m
+        for m in check_step(expected, dataclasses.replace(observed, work_after=doubled))
+    )
     extra = {**observed.work_after, 2: 1}
-    assert any("recorded work for agent 2" in m for m in check_step(expected, dataclasses.replace(observed, work_after=extra)))
+    assert any(
+        "recorded work for agent 2" in m
+        for m in check_step(expected, dataclasses.replace(observed, work_after=extra))
+    )
 
 
 def test_doubled_calls_are_reported(good: tuple) -> None:
@@ -96,9 +102,18 @@ def test_doubled_calls_are_reported(good: tuple) -> None:
 
 def test_anything_left_running_is_reported(good: tuple) -> None:
     expected, observed, _ = good
-    assert any("still running" in m for m in check_step(expected, dataclasses.replace(observed, running_after={3})))
-    assert any("asyncio task" in m for m in check_step(expected, dataclasses.replace(observed, pending_aio_tasks=[object()])))
-    assert any("tasks still alive" in m for m in check_step(expected, dataclasses.replace(observed, leftover_tasks=["x"])))
+    assert any(
+        "still running" in m
+        for m in check_step(expected, dataclasses.replace(observed, running_after={3}))
+    )
+    assert any(
+        "asyncio task" in m
+        for m in check_step(expected, dataclasses.replace(observed, pending_aio_tasks=[object()]))
+    )
+    assert any(
+        "tasks still alive" in m
+        for m in check_step(expected, dataclasses.replace(observed, leftover_tasks=["x"]))
+    )
 
 
 def test_abandoned_threads_may_still_run(good: tuple) -> None:
@@ -124,5 +139,3 @@ def test_missing_interrupt_is_reported(good: tuple) -> None:
     expected, observed, _ = good
     interrupted = dataclasses.replace(expected, raises="KeyboardInterrupt", statuses={})
     assert any("KeyboardInterrupt" in m for m in check_step(interrupted, observed))
-
-

@@ -20,11 +20,18 @@ def test_list_names_every_scenario(capsys: pytest.CaptureFixture[str]) -> None:
         assert name in out
 
 
-def test_run_json_is_one_document_with_the_specified_keys(capsys: pytest.CaptureFixture[str]) -> None:
+def test_run_json_is_one_document_with_the_specified_keys(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
     assert main(["run", "flaky", "--agents", "7", "--steps", "3", "--seed", "5", "--json"]) == 0
     doc = json.loads(capsys.readouterr().out)
     assert set(doc) == {"scenario", "seed", "host", "steps", "mismatches"}
-    assert (doc["scenario"], doc["seed"], doc["host"], doc["mismatches"]) == ("flaky", 5, "trio", [])
+    assert (doc["scenario"], doc["seed"], doc["host"], doc["mismatches"]) == (
+        "flaky",
+        5,
+        "trio",
+        [],
+    )
     assert len(doc["steps"]) == 3
     for step in doc["steps"]:
         assert set(step["statuses"]) == {str(u) for u in range(1, 8)}
@@ -32,7 +39,9 @@ def test_run_json_is_one_document_with_the_specified_keys(capsys: pytest.Capture
         assert set(step["counts"]) == {"ok", "failed", "timed_out", "cancelled", "skipped"}
 
 
-def test_strict_and_interrupt_steps_say_what_they_raised(capsys: pytest.CaptureFixture[str]) -> None:
+def test_strict_and_interrupt_steps_say_what_they_raised(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
     assert main(["run", "interrupt", "--json"]) == 0
     steps = json.loads(capsys.readouterr().out)["steps"]
     assert steps[-1]["raised"] == "KeyboardInterrupt" and steps[-1]["statuses"] == {}
@@ -50,7 +59,7 @@ def test_run_prints_a_summary_table(capsys: pytest.CaptureFixture[str]) -> None:
 
 def test_run_a_toml_file(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     path = tmp_path / "mine.toml"
-    path.write_text('agents = 5\nsteps = 2\ntimeout = 3\n[faults]\nhang = 0.2\n')
+    path.write_text("agents = 5\nsteps = 2\ntimeout = 3\n[faults]\nhang = 0.2\n")
     assert main(["run", str(path), "--json"]) == 0
     assert json.loads(capsys.readouterr().out)["scenario"] == "mine"
 
@@ -86,7 +95,9 @@ def test_bad_toml_file_exits_2(tmp_path: Path, capsys: pytest.CaptureFixture[str
     assert info.value.code == 2 and "not valid TOML" in capsys.readouterr().err
 
 
-def test_mismatch_exits_1(monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> None:
+def test_mismatch_exits_1(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
     pytest.importorskip("trio_mesa.compat")
     # TRIO_MESA_STRICT=1 changes compat's policy behind the oracle's back.
     monkeypatch.setenv("TRIO_MESA_STRICT", "1")
@@ -117,5 +128,7 @@ def test_run_lists_the_last_steps_failed_agents(capsys: pytest.CaptureFixture[st
     out = capsys.readouterr().out
     assert f"step 2: the {len(not_ok)} agent(s) that did not succeed" in out
     for uid in not_ok:
-        assert any(line.split()[:1] == [uid] or f"│ {uid} " in line or f" {uid} │" in line
-                   for line in out.splitlines()), uid
+        assert any(
+            line.split()[:1] == [uid] or f"│ {uid} " in line or f" {uid} │" in line
+            for line in out.splitlines()
+        ), uid

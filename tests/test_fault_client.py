@@ -25,7 +25,7 @@ from fault_injection import (
 from trio_mesa import Status
 
 
-def _plan(**kw) -> FaultPlan:  # noqa: ANN003
+def _plan(**kw) -> FaultPlan:
     return FaultPlan(Scenario("t", **{"agents": 3, "flavors": {"trio": 1}, **kw}), 0)
 
 
@@ -59,7 +59,7 @@ def test_model_has_real_agents_of_each_flavor_on_a_grid() -> None:
     assert all(a.cell is not None and a in a.cell.agents for a in model.agents)
 
 
-async def test_latencies_are_virtual_for_trio_and_asyncio_agents(mock_clock) -> None:  # noqa: ANN001
+async def test_latencies_are_virtual_for_trio_and_asyncio_agents(mock_clock) -> None:
     # asyncio agents on a Trio host run on trio-asyncio, whose loop.time() is Trio's
     # clock: under MockClock their asyncio.sleep is virtual too.
     scenario = Scenario("v", agents=4, flavors={"asyncio": 1, "trio": 1}, latency=Fixed(30.0))
@@ -74,9 +74,11 @@ async def test_latencies_are_virtual_for_trio_and_asyncio_agents(mock_clock) -> 
         assert o.duration == pytest.approx(30.0, abs=1e-3)
 
 
-async def test_success_moves_the_agent_and_records_work_once(mock_clock) -> None:  # noqa: ANN001
+async def test_success_moves_the_agent_and_records_work_once(mock_clock) -> None:
     scenario = Scenario(
-        "w", agents=6, flavors={"asyncio": 1, "trio": 1, "sync": 1},
+        "w",
+        agents=6,
+        flavors={"asyncio": 1, "trio": 1, "sync": 1},
         rules=(FaultRule("server_error", agents=(1, 2, 3)),),
     )
     model = FakeLLMModel.from_scenario(scenario, 0)
@@ -94,9 +96,10 @@ async def test_success_moves_the_agent_and_records_work_once(mock_clock) -> None
     assert model.tally == 3 and model.running == set()
 
 
-async def test_hang_is_ended_by_the_timeout_in_virtual_time(mock_clock) -> None:  # noqa: ANN001
-    scenario = Scenario("h", agents=2, flavors={"asyncio": 1, "trio": 1},
-                        rules=(FaultRule("hang"),), timeout=60)
+async def test_hang_is_ended_by_the_timeout_in_virtual_time(mock_clock) -> None:
+    scenario = Scenario(
+        "h", agents=2, flavors={"asyncio": 1, "trio": 1}, rules=(FaultRule("hang"),), timeout=60
+    )
     model = FakeLLMModel.from_scenario(scenario, 0)
     model.steps = 1
     report = await trio_mesa.step_agents(model.agents, timeout=60)

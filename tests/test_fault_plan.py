@@ -54,15 +54,24 @@ def test_rules_target_agents_and_calls() -> None:
         rules=(FaultRule("server_error", agents=(3, 4), calls=(2,)),),
     )
     plan = FaultPlan(scenario, 0)
-    hit = {(u, n) for u in range(1, 11) for n in range(1, 5) if plan.call(u, n).kind is not FaultKind.OK}
+    hit = {
+        (u, n)
+        for u in range(1, 11)
+        for n in range(1, 5)
+        if plan.call(u, n).kind is not FaultKind.OK
+    }
     assert hit == {(3, 2), (4, 2)}
 
 
 def test_share_picks_a_seeded_subset() -> None:
-    scenario = Scenario("s", agents=20, flavors={"trio": 1}, rules=(FaultRule("hang", share=0.1),), timeout=5)
+    scenario = Scenario(
+        "s", agents=20, flavors={"trio": 1}, rules=(FaultRule("hang", share=0.1),), timeout=5
+    )
     dead = {u for u in range(1, 21) if FaultPlan(scenario, 3).call(u, 1).kind is FaultKind.HANG}
     assert len(dead) == 2
-    assert dead == {u for u in range(1, 21) if FaultPlan(scenario, 3).call(u, 7).kind is FaultKind.HANG}
+    assert dead == {
+        u for u in range(1, 21) if FaultPlan(scenario, 3).call(u, 7).kind is FaultKind.HANG
+    }
 
 
 def test_sync_agents_cannot_hang_or_interrupt() -> None:
@@ -79,8 +88,16 @@ def test_sync_agents_cannot_hang_or_interrupt() -> None:
 
 
 def test_latencies_keep_away_from_the_limit_and_never_tie() -> None:
-    scenario = Scenario("near", agents=50, steps=1, flavors={"trio": 1}, latency=Uniform(9.0, 11.0),
-                        timeout=10.0, guard=0.05, real_time_scale=1.0)
+    scenario = Scenario(
+        "near",
+        agents=50,
+        steps=1,
+        flavors={"trio": 1},
+        latency=Uniform(9.0, 11.0),
+        timeout=10.0,
+        guard=0.05,
+        real_time_scale=1.0,
+    )
     plan = FaultPlan(scenario, 0)
     for uid in range(1, 51):
         latency = plan.call(uid, 1).latency
@@ -118,7 +135,7 @@ def test_call_random_is_deterministic_and_uniform_enough() -> None:
         (lambda: Fixed("1"), TypeError),
     ],
 )
-def test_bad_latencies_are_rejected(make, error) -> None:  # noqa: ANN001
+def test_bad_latencies_are_rejected(make, error) -> None:
     with pytest.raises(error):
         make()
 
@@ -135,6 +152,6 @@ def test_bad_latencies_are_rejected(make, error) -> None:  # noqa: ANN001
         ({"timeout": 0}, "timeout must be a positive"),
     ],
 )
-def test_bad_scenarios_name_the_problem(changes, match) -> None:  # noqa: ANN001
+def test_bad_scenarios_name_the_problem(changes, match) -> None:
     with pytest.raises((ValueError, TypeError), match=match):
         Scenario("bad", **{"agents": 10, **changes})

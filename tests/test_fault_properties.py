@@ -34,13 +34,17 @@ def scenarios(draw: st.DrawFn) -> Scenario:
     rules = []
     for _ in range(draw(st.integers(0, 3))):
         kind = draw(st.sampled_from(list(FaultKind)))
-        targets = draw(st.one_of(st.none(), st.lists(st.integers(1, agents), min_size=1, max_size=3)))
+        targets = draw(
+            st.one_of(st.none(), st.lists(st.integers(1, agents), min_size=1, max_size=3))
+        )
         rules.append(
             FaultRule(
                 kind,
                 agents=targets,
                 share=draw(st.floats(0, 1)),
-                calls=draw(st.one_of(st.none(), st.lists(st.integers(1, 4), min_size=1, max_size=2))),
+                calls=draw(
+                    st.one_of(st.none(), st.lists(st.integers(1, 4), min_size=1, max_size=2))
+                ),
                 rate=draw(st.sampled_from([1.0, 0.5])),
                 latency=draw(st.one_of(st.none(), latencies)),
             )

@@ -79,4 +79,6 @@ def test_overrides_and_the_mesa_llm_baseline() -> None:
 def test_real_time_on_the_trio_host_matches_too() -> None:
     result = run_scenario(SCENARIOS["mixed-flavors"], steps=3, real_time=True)
     assert result.mismatches == []
-    assert result.outcome_table() == run_scenario(SCENARIOS["mixed-flavors"], steps=3).outcome_table()
+    assert (
+        result.outcome_table() == run_scenario(SCENARIOS["mixed-flavors"], steps=3).outcome_table()
+    )

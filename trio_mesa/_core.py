@@ -145,7 +145,9 @@ async def _run_on_trio_host(entries: list[_Entry], policy: StepPolicy) -> StepRe
     raise error  # type: ignore[misc]
 
 
-def run_step(agents: Iterable[Agent], *, clock: trio.abc.Clock | None = None, **options: Any) -> StepReport:
+def run_step(
+    agents: Iterable[Agent], *, clock: trio.abc.Clock | None = None, **options: Any
+) -> StepReport:
     """Synchronous `step_agents`: start a Trio run, step the agents, return the report.
 
     Accepts the same keyword options as `step_agents`, plus ``clock`` (passed to
@@ -294,7 +296,9 @@ class _Step:
     moment the step started it.
     """
 
-    def __init__(self, entries: list[_Entry], policy: StepPolicy, aio_runner: AioRunner | None = None):
+    def __init__(
+        self, entries: list[_Entry], policy: StepPolicy, aio_runner: AioRunner | None = None
+    ):
         self.entries = entries
         self.policy = policy
         self.outcomes: list[AgentOutcome | None] = [None] * len(entries)
@@ -384,7 +388,9 @@ class _Step:
             run_agent = self._run_agent
             start_soon = nursery.start_soon
             for i, agent, call, flavor, borrower in batch:
-                start_soon(run_agent, i, agent, call, flavor, borrower, start, _INF, name=_TASK_NAME)
+                start_soon(
+                    run_agent, i, agent, call, flavor, borrower, start, _INF, name=_TASK_NAME
+                )
         else:
             nursery.start_soon(self._run_batch, batch, start, deadline)
 
@@ -394,7 +400,9 @@ class _Step:
             run_agent = self._run_agent
             start_soon = nursery.start_soon
             for i, agent, call, flavor, borrower in batch:
-                start_soon(run_agent, i, agent, call, flavor, borrower, start, deadline, name=_TASK_NAME)
+                start_soon(
+                    run_agent, i, agent, call, flavor, borrower, start, deadline, name=_TASK_NAME
+                )
 
     async def _run_agent(
         self,
@@ -453,7 +461,9 @@ class _Step:
             call, abandon_on_cancel=self.policy.abandon_threads, limiter=self.thread_limiter
         )
 
-    async def _run_inline(self, i: int, agent: Any, call: Callable[[], Any], borrower: object) -> None:
+    async def _run_inline(
+        self, i: int, agent: Any, call: Callable[[], Any], borrower: object
+    ) -> None:
         # Inline sync agents run here, in the spawning task, one after another in start
         # order (as Mesa's shuffle_do runs them), so their effects on shared model state
         # are deterministic. The checkpoint first lets agents started so far begin their
@@ -472,7 +482,9 @@ class _Step:
             except Exception as exc:
                 self._failed(i, agent, exc, start)
                 return
-            self.outcomes[i] = AgentOutcome(agent, agent.unique_id, _OK, None, result, _now() - start, 1)
+            self.outcomes[i] = AgentOutcome(
+                agent, agent.unique_id, _OK, None, result, _now() - start, 1
+            )
         finally:
             if self.slots is not None:
                 self.slots.give_back(borrower)
@@ -571,7 +583,9 @@ class _Step:
             why = f"fail_fast: agent {self.stopped_by.unique_id!r} failed first"
         else:
             why = "the step was cancelled"
-        exc = AgentCancelled(f"agent {agent.unique_id!r} ({type(agent).__qualname__}) cancelled: {why}")
+        exc = AgentCancelled(
+            f"agent {agent.unique_id!r} ({type(agent).__qualname__}) cancelled: {why}"
+        )
         exc.add_note(self._note(agent))
         return exc
 
@@ -593,7 +607,13 @@ class _Step:
             agent = self.entries[i][0]
             if self.stopping:
                 outcomes[i] = AgentOutcome(
-                    agent, agent.unique_id, Status.CANCELLED, self._cancel_exception(agent), None, 0.0, 0
+                    agent,
+                    agent.unique_id,
+                    Status.CANCELLED,
+                    self._cancel_exception(agent),
+                    None,
+                    0.0,
+                    0,
                 )
             else:
                 self._timed_out(i, agent, _now(), self.step_deadline, started=False)

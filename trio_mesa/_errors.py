@@ -26,7 +26,7 @@ class AgentCancelled(Exception):
     """Recorded as the exception of a ``CANCELLED`` outcome (``fail_fast`` stopped it)."""
 
 
-class StepFailed(ExceptionGroup):  # noqa: N818 - named for what happened, like trio's names
+class StepFailed(ExceptionGroup):
     """Raised in strict mode once every agent of the step has finished.
 
     It holds exactly one leaf per outcome in ``report.failed``, in start order: the

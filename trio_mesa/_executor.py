@@ -23,7 +23,5 @@ class PassThroughExecutor(TrioExecutor):
         if not self._running:
             raise RuntimeError("executor is shut down")
         # Box the value so trio.to_thread does not inspect it.
-        (value,) = await trio.to_thread.run_sync(
-            lambda: (func(*args),), limiter=self._limiter
-        )
+        (value,) = await trio.to_thread.run_sync(lambda: (func(*args),), limiter=self._limiter)
         return value

@@ -28,7 +28,7 @@ class Flavor(enum.Enum):
     __hash__ = object.__hash__
 
 
-def trio_native(obj: T) -> T:
+def trio_native[T](obj: T) -> T:
     """Mark an agent class, or one ``async def`` method, as Trio-flavored.
 
     Trio-flavored code may use ``trio.sleep``, nurseries, cancel scopes and other Trio
@@ -41,9 +41,7 @@ def trio_native(obj: T) -> T:
     if isinstance(obj, type) or inspect.iscoroutinefunction(obj):
         setattr(obj, _MARK, True)
         return obj
-    raise TypeError(
-        f"@trio_native marks a class or an 'async def' function, not {obj!r}"
-    )
+    raise TypeError(f"@trio_native marks a class or an 'async def' function, not {obj!r}")
 
 
 def flavor_of(fn: Callable[..., Any], owner: type | None = None) -> Flavor:
@@ -104,8 +102,7 @@ def method_plan(agent: Any, method: str | Callable[..., Any]) -> Flavor:
             fn = getattr(agent, method, None)
         if not callable(fn):
             raise TypeError(
-                f"agent {_agent_name(agent)} ({cls.__qualname__}) has no callable "
-                f"method {method!r}"
+                f"agent {_agent_name(agent)} ({cls.__qualname__}) has no callable method {method!r}"
             )
         return flavor_of(fn, cls)
     if not callable(method):

@@ -192,5 +192,7 @@ def _rows_to_table(rows: Sequence[AgentOutcome]) -> list[str]:
     widths = [max(len(r[i]) for r in cells) for i in range(3)]
     out = []
     for r in cells:
-        out.append("  " + "  ".join(c.ljust(w) for c, w in zip(r, widths, strict=False)) + "  " + r[3])
+        out.append(
+            "  " + "  ".join(c.ljust(w) for c, w in zip(r, widths, strict=False)) + "  " + r[3]
+        )
     return out

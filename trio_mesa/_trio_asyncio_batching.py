@@ -35,9 +35,7 @@ _ATTR = "_trio_mesa_ready"
 
 def supported(loop: Any) -> bool:
     """Whether ``loop`` has the trio-asyncio internals this module relies on."""
-    return all(
-        hasattr(loop, name) for name in ("_main_loop_one", "_timers", "_q_recv", "_nursery")
-    )
+    return all(hasattr(loop, name) for name in ("_main_loop_one", "_timers", "_q_recv", "_nursery"))
 
 
 def install(loop: Any) -> bool:
