@@ -219,7 +219,9 @@ def _run_on_asyncio(
         model = FakeLLMModel(plan, scale=scale)
         policy = plan.scenario.policy(scale)
         me = asyncio.current_task()
-        with compat.policy(strict=policy.strict, timeout=policy.timeout, deadline=policy.deadline):
+        # The scenario's whole policy: compat's own defaults differ (sync agents in
+        # threads), and both hosts must run the same policy to give the same table.
+        with compat.policy(**policy.as_kwargs()):
             for exp in expected.steps:
                 observe = _Observation(model, exp)
                 # mesa-llm callers pass list(model.agents); shuffle it as Mesa would.

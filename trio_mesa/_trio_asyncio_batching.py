@@ -9,8 +9,10 @@ four callbacks (task start, timer, wake-up, done), so 1,000 agents that each
 ``await asyncio.sleep(0.1)`` took about 1.1 s instead of 0.1 s.
 
 `install` replaces that method on one loop with a batching version. Each pass takes every
-due timer and every queued handle (a snapshot, like one iteration of asyncio's
-``_run_once``), runs them in order, then yields to Trio once. Handles queued while a
+queued handle and every due timer (a snapshot, like one iteration of asyncio's
+``_run_once``), runs them in order, then yields to Trio once; one call serves many passes
+under one cancel scope whose deadline follows the next timer, so a cancel scope is made
+per timer that fires, not per wait. Handles queued while a
 batch runs wait for the next pass, so FIFO order and "callbacks queued before ``stop()``
 run before the loop stops" both hold: a batch interrupted by ``stop()`` (which raises
 ``TrioAsyncioExit`` from a handle) keeps its unrun handles, and trio-asyncio's shutdown
@@ -77,51 +79,66 @@ def _call_later(self: Any, delay: float, callback: Any, *args: Any, context: Any
 
 
 async def _main_loop_batch(self: Any, no_wait: bool = False) -> None:
+    # Called in a loop by trio-asyncio's _main_loop (inside a shielded scope). One call
+    # serves many passes under one cancel scope whose deadline tracks the next timer:
+    # it returns when that deadline passes (or, with no_wait, when nothing is ready),
+    # so a cancel scope is made per timer that fires, not per wait.
     ready: deque[Any] = getattr(self, _ATTR)
-    if not ready:
-        timers = self._timers
-        # Everything queued so far, then every timer due by now (in asyncio's order:
-        # handles first, then timers that have come due).
-        receive_nowait = self._q_recv.receive_nowait
+    timers = self._timers
+    if no_wait:
+        if not ready:
+            _collect(self, ready, timers)
+            if not ready:
+                raise trio.WouldBlock
+        await _run_ready(self, ready)
+        return
+    with trio.CancelScope() as scope:
         while True:
-            try:
-                obj = receive_nowait()
-            except trio.WouldBlock:
-                break
+            if not ready:
+                _collect(self, ready, timers)
+            if ready:
+                await _run_ready(self, ready)
+                await trio.lowlevel.checkpoint()  # let Trio run between batches
+                continue
+            # Nothing to run: wait for a handle, or until the next timer is due
+            # (loop.time() is Trio's clock, so a timer's _when is a Trio deadline).
+            scope.deadline = timers[0]._when if timers else math.inf
+            obj = await self._q_recv.receive()
             if isinstance(obj, asyncio.TimerHandle):
                 heapq.heappush(timers, obj)
             else:
                 ready.append(obj)
-        now = self.time()
-        while timers and timers[0]._when <= now:
-            ready.append(heapq.heappop(timers))
-        if not ready:
-            if no_wait:
-                raise trio.WouldBlock
-            # Never negative: the clock moves on while we look (move_on_after refuses
-            # a negative timeout, and an exception here would kill the loop).
-            timeout = max(0.0, timers[0]._when - self.time()) if timers else math.inf
-            obj = None
-            with trio.move_on_after(timeout):
-                obj = await self._q_recv.receive()
-            if obj is not None:
-                if isinstance(obj, asyncio.TimerHandle):
-                    heapq.heappush(timers, obj)
-                else:
-                    ready.append(obj)
-            return
 
+
+def _collect(self: Any, ready: deque[Any], timers: list[Any]) -> None:
+    """Everything queued so far, then every timer due by now (asyncio's order)."""
+    receive_nowait = self._q_recv.receive_nowait
+    while True:
+        try:
+            obj = receive_nowait()
+        except trio.WouldBlock:
+            break
+        if isinstance(obj, asyncio.TimerHandle):
+            heapq.heappush(timers, obj)
+        else:
+            ready.append(obj)
+    now = self.time()
+    while timers and timers[0]._when <= now:
+        ready.append(heapq.heappop(timers))
+
+
+async def _run_ready(self: Any, ready: deque[Any]) -> None:
+    """Run the handles in ``ready``, in order. Unrun ones stay if one raises (stop())."""
     while ready:
         obj = ready.popleft()
         if isinstance(obj, AsyncHandle):
             # A Trio task started through the loop (trio_as_aio): as trio-asyncio does.
             obj._context.run(self._nursery.start_soon, obj._run, name=obj._callback)
-            await obj._started.wait()
+            with trio.CancelScope(shield=True):  # our timer scope must not cut this short
+                await obj._started.wait()
         elif not obj._cancelled:
             previous, sniffio.thread_local.name = sniffio.thread_local.name, "asyncio"
             try:
                 obj._run()
             finally:
                 sniffio.thread_local.name = previous
-    if not no_wait:
-        await trio.lowlevel.checkpoint()
