@@ -353,8 +353,7 @@ class _Step:
         slots = self.slots
         counter = slots if type(slots) is _Slots else None
         inline_sync = self.inline_sync
-        # Agents started at the same instant: (index, agent, call, flavor, borrower).
-        batch: list[tuple[int, Any, Callable[[], Any], Flavor, object]] = []
+        batch: list[int] = []  # indices of the agents started at the same instant
         for i, entry in enumerate(self.entries):
             if self.stopping:
                 break
@@ -374,10 +373,11 @@ class _Step:
                 batch = []
                 await self._run_inline(i, agent, call, entry)
             else:
-                batch.append((i, agent, call, flavor, entry))
+                batch.append(i)
         self._start_batch(nursery, batch)
 
-    def _start_batch(self, nursery: trio.Nursery, batch: list) -> None:
+    def _start_batch(self, nursery: trio.Nursery, batch: list[int]) -> None:
+        """Start the agents at these indices of ``entries``, all now, sharing one deadline."""
         if not batch:
             return
         start = self.now()
@@ -387,33 +387,23 @@ class _Step:
         if deadline == _INF:
             run_agent = self._run_agent
             start_soon = nursery.start_soon
-            for i, agent, call, flavor, borrower in batch:
-                start_soon(
-                    run_agent, i, agent, call, flavor, borrower, start, _INF, name=_TASK_NAME
-                )
+            for i in batch:
+                start_soon(run_agent, i, start, _INF, name=_TASK_NAME)
         else:
             nursery.start_soon(self._run_batch, batch, start, deadline)
 
-    async def _run_batch(self, batch: list, start: float, deadline: float) -> None:
+    async def _run_batch(self, batch: list[int], start: float, deadline: float) -> None:
         async with trio.open_nursery() as nursery:
             nursery.cancel_scope.deadline = deadline
             run_agent = self._run_agent
             start_soon = nursery.start_soon
-            for i, agent, call, flavor, borrower in batch:
-                start_soon(
-                    run_agent, i, agent, call, flavor, borrower, start, deadline, name=_TASK_NAME
-                )
+            for i in batch:
+                start_soon(run_agent, i, start, deadline, name=_TASK_NAME)
 
-    async def _run_agent(
-        self,
-        i: int,
-        agent: Any,
-        call: Callable[[], Any],
-        flavor: Flavor,
-        borrower: object,
-        start: float,
-        deadline: float,
-    ) -> None:
+    async def _run_agent(self, i: int, start: float, deadline: float) -> None:
+        # The entry tuple is also this agent's borrower of a concurrency slot.
+        borrower = self.entries[i]
+        agent, call, flavor = borrower
         try:
             model = agent.model
             if agent not in (self.members if model is self.model else model.agents):

@@ -298,12 +298,14 @@ class _GuestStep(_Step):
         super().__init__(entries, policy, aio_runner=_no_aio_runner)
         self.loop = loop
 
-    def _start_batch(self, nursery: trio.Nursery, batch: list) -> None:
+    def _start_batch(self, nursery: trio.Nursery, batch: list[int]) -> None:
         if not batch:
             return
-        aio = [b for b in batch if b[3] is _ASYNCIO]
+        entries = self.entries
+        # (index, agent, call, flavor, borrower) for each asyncio agent of the batch.
+        aio = [(i, *entries[i], entries[i]) for i in batch if entries[i][2] is _ASYNCIO]
         if len(aio) != len(batch):
-            super()._start_batch(nursery, [b for b in batch if b[3] is not _ASYNCIO])
+            super()._start_batch(nursery, [i for i in batch if entries[i][2] is not _ASYNCIO])
         if aio:
             start = _now()
             deadline = start + self.timeout
