@@ -112,7 +112,7 @@ async def test_run_step_refuses_a_running_trio_loop():
 
 def test_run_step_refuses_a_running_asyncio_loop():
     async def main():
-        with pytest.raises(RuntimeError, match=r"asyncio event loop.*step_agents_parallel"):
+        with pytest.raises(RuntimeError, match=r"asyncio event loop.*aio_step_agents"):
             trio_mesa.run_step([])
 
     asyncio.run(main())

@@ -175,8 +175,8 @@ def refuse_inside_event_loop(name: str) -> None:
         return
     raise RuntimeError(
         f"{name} starts its own Trio run and cannot be called from inside a running "
-        "asyncio event loop; in asyncio code use "
-        "`await trio_mesa.compat.step_agents_parallel(...)` instead"
+        "asyncio event loop; in asyncio code use `await trio_mesa.aio_step_agents(...)` "
+        "(or `await trio_mesa.compat.step_agents_parallel(...)`) instead"
     )
 
 

@@ -283,6 +283,9 @@ async def _uncancellable(future: asyncio.Future[Any]) -> tuple[Any, bool]:
 class _GuestStep(_Step):
     """The core's step, except that asyncio agents get no Trio task of their own.
 
+    Used on both hosts: here on the caller's asyncio loop (guest mode), and by the core
+    on a Trio host with a trio-asyncio loop (`trio_mesa._core._run_on_trio_host`).
+
     A Trio task per agent plus an asyncio task per agent costs about three times what
     ``asyncio.gather`` pays. Here each start batch of asyncio agents (agents started at
     the same instant, sharing one deadline: see `_Step`) is one Trio task, waiting for
