@@ -239,3 +239,29 @@ async def test_inline_sync_agents_are_not_interrupted_by_timeout(mock_clock):
     agent = SyncAgent(model)
     report = await trio_mesa.step_agents([agent], timeout=0.5)
     assert report.outcomes[0].status is Status.OK
+
+
+async def test_a_shared_limiter_tells_concurrent_steps_of_the_same_agents_apart(mock_clock):
+    # Two steps calling the same method of the same agents at once, one shared limiter:
+    # each call must hold its own token (a limiter refuses a borrower holding one).
+    class Thinker(TrioAgent):
+        @trio_mesa.trio_native
+        async def think(self):
+            await trio.sleep(1)
+            return self.unique_id
+
+    model = Model()
+    agents = [Thinker(model) for _ in range(3)]
+    limiter = trio.CapacityLimiter(10)
+    policy = trio_mesa.StepPolicy(limiter=limiter)
+    reports = []
+
+    async def call():
+        reports.append(await trio_mesa.call_agents(agents, "think", policy=policy))
+
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(call)
+        nursery.start_soon(call)
+    assert [r.counts[Status.OK] for r in reports] == [3, 3]
+    assert limiter.borrowed_tokens == 0
+    assert trio.current_time() == 1  # all six calls ran at once

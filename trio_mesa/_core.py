@@ -344,6 +344,12 @@ class _Step:
             report.raise_for_failures()
         return report
 
+    def borrower(self, i: int) -> tuple[_Step, int]:
+        """Who holds agent ``i``'s slot in a shared limiter: unique across concurrent
+        steps (a limiter refuses a borrower that already holds a token) and cheap to hash.
+        """
+        return (self, i)
+
     async def _run_all(self) -> None:
         async with trio.open_nursery() as nursery:
             self.nursery = nursery
@@ -358,20 +364,19 @@ class _Step:
             if self.stopping:
                 break
             agent, call, flavor = entry
-            # The entry tuple is unique to this agent in this step: a fine borrower.
             if counter is not None and counter.free:
                 counter.free -= 1  # _Slots.take_nowait, inlined: it runs per agent
-            elif slots is not None and not slots.take_nowait(entry):
+            elif slots is not None and not slots.take_nowait(self.borrower(i)):
                 self._start_batch(nursery, batch)
                 batch = []
                 with trio.CancelScope(deadline=self.step_deadline) as waiting:
-                    await slots.take(entry)
+                    await slots.take(self.borrower(i))
                 if waiting.cancelled_caught:  # the step deadline passed while waiting
                     return
             if flavor is _SYNC and inline_sync:
                 self._start_batch(nursery, batch)
                 batch = []
-                await self._run_inline(i, agent, call, entry)
+                await self._run_inline(i, agent, call, self.borrower(i))
             else:
                 batch.append(i)
         self._start_batch(nursery, batch)
@@ -401,9 +406,7 @@ class _Step:
                 start_soon(run_agent, i, start, deadline, name=_TASK_NAME)
 
     async def _run_agent(self, i: int, start: float, deadline: float) -> None:
-        # The entry tuple is also this agent's borrower of a concurrency slot.
-        borrower = self.entries[i]
-        agent, call, flavor = borrower
+        agent, call, flavor = self.entries[i]
         try:
             model = agent.model
             if agent not in (self.members if model is self.model else model.agents):
@@ -442,7 +445,7 @@ class _Step:
                     if slots.wakeup is not None:
                         slots.wake()
                 else:
-                    slots.give_back(borrower)
+                    slots.give_back(self.borrower(i))
 
     async def _run_foreign(self, call: Callable[[], Any], flavor: Flavor) -> Any:
         if flavor is _ASYNCIO:

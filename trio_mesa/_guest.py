@@ -306,7 +306,7 @@ class _GuestStep(_Step):
             return
         entries = self.entries
         # (index, agent, call, flavor, borrower) for each asyncio agent of the batch.
-        aio = [(i, *entries[i], entries[i]) for i in batch if entries[i][2] is _ASYNCIO]
+        aio = [(i, *entries[i], self.borrower(i)) for i in batch if entries[i][2] is _ASYNCIO]
         if len(aio) != len(batch):
             super()._start_batch(nursery, [i for i in batch if entries[i][2] is not _ASYNCIO])
         if aio:
