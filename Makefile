@@ -37,6 +37,7 @@ profile: $(VENV)/.installed-bench
 lint: $(VENV)/.installed-dev
 	$(VENV)/bin/ruff check trio_mesa fault_injection tests benchmarks examples
 	$(VENV)/bin/ruff format --check trio_mesa fault_injection tests benchmarks examples
+	$(VENV)/bin/mypy
 
 clean:
 	rm -rf $(VENV) .pytest_cache .hypothesis

@@ -19,7 +19,7 @@ from mesa.agentset import AbstractAgentSet, AgentSet, _HardKeyAgentSet
 from ._config import set_mode
 from ._stepping import do_async, step_set_sync
 
-_PATCHED_CLASSES: tuple[type, ...] = (AgentSet, _HardKeyAgentSet)
+_PATCHED_CLASSES: tuple[type[AbstractAgentSet], ...] = (AgentSet, _HardKeyAgentSet)
 
 
 def _mesa_original(cls: type) -> Callable[..., Any]:
