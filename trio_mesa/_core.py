@@ -127,17 +127,17 @@ async def _run_on_trio_host(entries: list[_Entry], policy: StepPolicy) -> StepRe
     """Run prepared entries in the current Trio run.
 
     Asyncio-flavored agents run on a trio-asyncio loop as plain asyncio tasks, one Trio
-    task per start batch waiting for them (`_guest._GuestStep`, shared with the asyncio
-    host): a Trio task plus a bridged call per agent cost several times more.
+    task per start batch waiting for them (`_aio_batches.AsyncioBatchStep`, shared with
+    the asyncio host): a Trio task plus a bridged call per agent cost several times more.
     """
     if not any(entry[2] is _ASYNCIO for entry in entries):
         return await _Step(entries, policy).run()
-    from ._guest import _GuestStep
+    from ._aio_batches import AsyncioBatchStep
 
     error: BaseException | None = None
     async with trio_host_loop() as loop:
         try:
-            return await _GuestStep(entries, policy, loop).run()
+            return await AsyncioBatchStep(entries, policy, loop).run()
         except (Exception, KeyboardInterrupt, SystemExit) as exc:
             # Raised after the loop has closed, so it is not wrapped in the group of
             # trio-asyncio's nursery: callers catch StepFailed/KeyboardInterrupt as is.

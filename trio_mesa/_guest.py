@@ -19,30 +19,21 @@ from __future__ import annotations
 
 import asyncio
 import contextvars
-import logging
 import sys
 import threading
-from collections.abc import Callable, Coroutine, Iterable
+from collections.abc import Callable, Iterable
 from typing import Any
 
 import trio
 from mesa import Agent
 from outcome import Error, Outcome, Value
 
-from ._core import _ASYNCIO, _OK, _SKIPPED, _Entry, _new_outcome, _prepare, _Step
-from ._errors import AgentCancelled
-from ._outcome import AgentOutcome, Status
+from ._aio_batches import AsyncioBatchStep
+from ._core import _Entry, _prepare, _Step
 from ._policy import StepPolicy
 from ._report import StepReport
 
-_reschedule = trio.lowlevel.reschedule
-_current_task = trio.lowlevel.current_task
-_wait_task_rescheduled = trio.lowlevel.wait_task_rescheduled
 _copy_context = contextvars.copy_context
-_FAILED = trio.lowlevel.Abort.FAILED
-_now = trio.current_time
-logger = logging.getLogger("trio_mesa")
-_Task = asyncio.Task
 
 
 async def aio_step_agents(
@@ -219,7 +210,7 @@ class _Job:
         # contextvars, as tasks started by asyncio.gather would.
         for var, value in self.context.items():
             var.set(value)
-        step = _GuestStep(self.entries, self.policy, self.loop)
+        step = AsyncioBatchStep(self.entries, self.policy, self.loop)
         try:
             with self.scope:
                 self.deliver(Value(await step.run()))
@@ -275,192 +266,6 @@ async def _uncancellable(future: asyncio.Future[Any]) -> tuple[Any, bool]:
             cancelled = True
             if future.done():
                 return future.result(), cancelled
-
-
-# -- the step, with asyncio agents as bare tasks on the host loop --------------------------
-
-
-class _GuestStep(_Step):
-    """The core's step, except that asyncio agents get no Trio task of their own.
-
-    Used on both hosts: here on the caller's asyncio loop (guest mode), and by the core
-    on a Trio host with a trio-asyncio loop (`trio_mesa._core._run_on_trio_host`).
-
-    A Trio task per agent plus an asyncio task per agent costs about three times what
-    ``asyncio.gather`` pays. Here each start batch of asyncio agents (agents started at
-    the same instant, sharing one deadline: see `_Step`) is one Trio task, waiting for
-    that batch's asyncio tasks; each agent is one asyncio task that records its own
-    outcome with the core's own recorders (``_failed``, ``_timed_out``, ...), so
-    outcomes, logging, notes, fail_fast and slot accounting are the core's. Sync and
-    Trio-flavored agents go through the core unchanged.
-    """
-
-    def __init__(self, entries: list[_Entry], policy: StepPolicy, loop: asyncio.AbstractEventLoop):
-        # Our batches run every asyncio agent; passing a runner keeps the core from
-        # opening a trio-asyncio loop for them.
-        super().__init__(entries, policy, aio_runner=_no_aio_runner)
-        self.loop = loop
-
-    def _start_batch(self, nursery: trio.Nursery, batch: list[int]) -> None:
-        if not batch:
-            return
-        entries = self.entries
-        # (index, agent, call, flavor, borrower) for each asyncio agent of the batch.
-        aio = [(i, *entries[i], self.borrower(i)) for i in batch if entries[i][2] is _ASYNCIO]
-        if len(aio) != len(batch):
-            super()._start_batch(nursery, [i for i in batch if entries[i][2] is not _ASYNCIO])
-        if aio:
-            start = _now()
-            deadline = start + self.timeout
-            if deadline > self.step_deadline:
-                deadline = self.step_deadline
-            nursery.start_soon(_AioBatch(self, aio, start, deadline).run)
-
-
-async def _no_aio_runner(coro: Coroutine[Any, Any, Any]) -> Any:
-    coro.close()
-    raise RuntimeError("trio-mesa bug: asyncio agents on a guest host run in _AioBatch")
-
-
-class _AioBatch:
-    """One start batch of asyncio agents: their tasks, and the Trio task waiting for them."""
-
-    __slots__ = (
-        "cancelling",
-        "deadline",
-        "entries",
-        "fatal",
-        "raise_cancel",
-        "remaining",
-        "start",
-        "step",
-        "tasks",
-        "waiter",
-    )
-
-    def __init__(self, step: _GuestStep, entries: list, start: float, deadline: float) -> None:
-        self.step = step
-        self.entries = entries
-        self.start = start
-        self.deadline = deadline
-        self.tasks: list[asyncio.Task[None]] = []
-        self.remaining = len(entries)
-        self.waiter: trio.lowlevel.Task | None = None
-        self.cancelling = False  # we cancelled the tasks (deadline, fail_fast, caller)
-        self.fatal: BaseException | None = None
-        self.raise_cancel: Callable[[], Any] | None = None
-
-    async def run(self) -> None:
-        step = self.step
-        if self.deadline <= self.start:
-            for i, agent, _call, _flavor, borrower in self.entries:
-                step._timed_out(i, agent, self.start, self.deadline, started=False)
-                self._give_back(borrower)
-            return
-        with trio.CancelScope(deadline=self.deadline):
-            self.waiter = _current_task()
-            # Start the tasks from a plain loop callback, outside this Trio tick; the
-            # callback runs in (a copy of) this task's context, and each task copies it.
-            step.loop.call_soon(self._start_tasks)
-            await _wait_task_rescheduled(self._abort)
-            if self.fatal is not None:
-                raise self.fatal  # KeyboardInterrupt or SystemExit from an agent
-            if self.raise_cancel is not None:
-                self.raise_cancel()
-
-    def _abort(self, raise_cancel: Callable[[], Any]) -> trio.lowlevel.Abort:
-        self.raise_cancel = raise_cancel
-        self._cancel_all()
-        return _FAILED  # we wait until every task has really finished
-
-    def _cancel_all(self) -> None:
-        self.cancelling = True
-        for task in self.tasks:
-            task.cancel()
-
-    def _start_tasks(self) -> None:
-        if self.cancelling:  # cancelled before anything started: nothing to run or wait for
-            for entry in self.entries:
-                self._give_back(entry[4])
-            self.remaining = 0
-            _reschedule(self.waiter)  # type: ignore[arg-type]
-            return
-        # Eager start: each task runs to its first suspension right here, so no task is
-        # ever cancelled before its body (and its bookkeeping `finally`) has begun.
-        loop = self.step.loop
-        agent_task = self._agent_task
-        append = self.tasks.append
-        for i, agent, call, _flavor, borrower in self.entries:
-            append(_Task(agent_task(i, agent, call, borrower), loop=loop, eager_start=True))
-
-    async def _agent_task(
-        self, i: int, agent: Any, call: Callable[[], Any], borrower: object
-    ) -> None:
-        # The core's _run_agent, for an asyncio agent in an asyncio task.
-        step = self.step
-        start = self.start
-        try:
-            if self.cancelling:  # an earlier agent of this batch ended the batch
-                if not step.stopping and self.fatal is None and _now() >= self.deadline:
-                    step._timed_out(i, agent, start, self.deadline, started=False)
-                return  # otherwise left to _fill_unstarted (fail_fast) or moot (fatal)
-            if agent not in agent.model.agents:
-                step.outcomes[i] = _new_outcome(
-                    AgentOutcome, (agent, agent.unique_id, _SKIPPED, None, None, 0.0, 0, False)
-                )
-                return
-            result = await call()
-            step.outcomes[i] = _new_outcome(
-                AgentOutcome, (agent, agent.unique_id, _OK, None, result, _now() - start, 1, False)
-            )
-        except Exception as exc:
-            step._failed(i, agent, exc, start)
-        except asyncio.CancelledError as exc:
-            if not self.cancelling:  # not ours: the agent's own, or other code cancelled it
-                self._cancelled_by_others(i, agent, exc)
-            elif not step.stopping and _now() >= self.deadline:
-                step._timed_out(i, agent, start, self.deadline, started=True, flavor=_ASYNCIO)
-            else:
-                step._cancelled(i, agent, start)
-        except BaseException as exc:  # KeyboardInterrupt, SystemExit: end the whole step
-            self._fail_step(exc)
-        finally:
-            self._give_back(borrower)
-            self.remaining -= 1
-            if not self.remaining:
-                _reschedule(self.waiter)  # type: ignore[arg-type]
-
-    def _cancelled_by_others(self, i: int, agent: Any, exc: BaseException) -> None:
-        # As with asyncio.gather(return_exceptions=True), one agent's task being cancelled
-        # is that agent's outcome, not the step's: if the caller is being cancelled too
-        # (asyncio.run shutting down), its own cancellation ends the step.
-        step = self.step
-        uid = agent.unique_id
-        cls = type(agent).__qualname__
-        error = AgentCancelled(f"agent {uid!r} ({cls}) cancelled: its asyncio task was cancelled")
-        error.add_note(step._note(agent))
-        error.__cause__ = exc
-        step.outcomes[i] = AgentOutcome(
-            agent, uid, Status.CANCELLED, error, None, _now() - self.start, 1
-        )
-        logger.warning(
-            "agent %r (%s) was cancelled by code outside trio-mesa (CancelledError)",
-            uid,
-            cls,
-            extra={"agent_unique_id": uid, "agent_class": cls, "agent_status": "cancelled"},
-        )
-
-    def _fail_step(self, exc: BaseException) -> None:
-        # Kept, not raised: raising KeyboardInterrupt from an asyncio task would also
-        # throw it out of the host loop. The waiting Trio task raises it once every
-        # task of the batch has finished, and the core's nursery cancels the rest.
-        if self.fatal is None:
-            self.fatal = exc
-            self._cancel_all()
-
-    def _give_back(self, borrower: object) -> None:
-        if borrower is not None and self.step.slots is not None:
-            self.step.slots.give_back(borrower)
 
 
 # -- asyncio run by Trio itself (trio-asyncio loops) ---------------------------------------
