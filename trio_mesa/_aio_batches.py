@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Callable, Coroutine
+from collections.abc import Callable
 from typing import Any
 
 import trio
@@ -45,10 +45,10 @@ class AsyncioBatchStep(_Step):
     ``loop``; see the module docstring.
     """
 
+    runs_asyncio = True
+
     def __init__(self, entries: list[_Entry], policy: StepPolicy, loop: asyncio.AbstractEventLoop):
-        # Our batches run every asyncio agent; passing a runner keeps the core from
-        # opening a trio-asyncio loop for them.
-        super().__init__(entries, policy, aio_runner=_no_aio_runner)
+        super().__init__(entries, policy)
         self.loop = loop
 
     def _start_batch(self, nursery: trio.Nursery, batch: list[int]) -> None:
@@ -65,11 +65,6 @@ class AsyncioBatchStep(_Step):
             if deadline > self.step_deadline:
                 deadline = self.step_deadline
             nursery.start_soon(_AioBatch(self, aio, start, deadline).run)
-
-
-async def _no_aio_runner(coro: Coroutine[Any, Any, Any]) -> Any:
-    coro.close()
-    raise RuntimeError("trio-mesa bug: asyncio agents on a guest host run in _AioBatch")
 
 
 class _AioBatch:

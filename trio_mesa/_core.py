@@ -21,7 +21,7 @@ import trio
 from mesa import Agent
 from mesa.agentset import AbstractAgentSet
 
-from ._aio_bridge import AioRunner, run_asyncio_call, trio_host_loop
+from ._aio_bridge import trio_host_loop
 from ._errors import AgentCancelled, AgentTimeout
 from ._flavor import Flavor, _step_plans, method_plan, step_plan
 from ._outcome import AgentOutcome, Status
@@ -296,9 +296,10 @@ class _Step:
     moment the step started it.
     """
 
-    def __init__(
-        self, entries: list[_Entry], policy: StepPolicy, aio_runner: AioRunner | None = None
-    ):
+    # Whether this step runs asyncio-flavored agents (`_aio_batches.AsyncioBatchStep` does).
+    runs_asyncio = False
+
+    def __init__(self, entries: list[_Entry], policy: StepPolicy):
         self.entries = entries
         self.policy = policy
         self.outcomes: list[AgentOutcome | None] = [None] * len(entries)
@@ -311,7 +312,6 @@ class _Step:
             self.slots = _SharedLimiter(policy.limiter)
         self.inline_sync = policy.sync_mode == "inline"
         self.thread_limiter: trio.CapacityLimiter | None = None
-        self.aio_runner = aio_runner
         self.nursery: trio.Nursery | None = None
         self.stopping = False  # fail_fast has fired
         self.stopped_by: Any = None
@@ -332,8 +332,8 @@ class _Step:
         flavors = {e[2] for e in self.entries}
         if _SYNC in flavors and not self.inline_sync:
             self.thread_limiter = trio.CapacityLimiter(self.policy.max_threads)
-        if _ASYNCIO in flavors and self.aio_runner is None:
-            raise RuntimeError("internal: asyncio-flavored agents need an aio_runner")
+        if _ASYNCIO in flavors and not self.runs_asyncio:
+            raise RuntimeError("internal: asyncio-flavored agents need an AsyncioBatchStep")
         try:
             await self._run_all()
         except BaseExceptionGroup as group:
@@ -419,8 +419,10 @@ class _Step:
                 return
             if flavor is _TRIO:
                 result = await call()
-            else:
-                result = await self._run_foreign(call, flavor)
+            else:  # sync, in a worker thread (asyncio agents never get here: see run())
+                result = await trio.to_thread.run_sync(
+                    call, abandon_on_cancel=self.policy.abandon_threads, limiter=self.thread_limiter
+                )
             end = self.now()
             if end >= deadline and flavor is _SYNC:
                 self._overran(agent, deadline)
@@ -446,13 +448,6 @@ class _Step:
                         slots.wake()
                 else:
                     slots.give_back(self.borrower(i))
-
-    async def _run_foreign(self, call: Callable[[], Any], flavor: Flavor) -> Any:
-        if flavor is _ASYNCIO:
-            return await run_asyncio_call(self.aio_runner, call)  # type: ignore[arg-type]
-        return await trio.to_thread.run_sync(
-            call, abandon_on_cancel=self.policy.abandon_threads, limiter=self.thread_limiter
-        )
 
     async def _run_inline(
         self, i: int, agent: Any, call: Callable[[], Any], borrower: object

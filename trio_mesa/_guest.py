@@ -29,7 +29,7 @@ from mesa import Agent
 from outcome import Error, Outcome, Value
 
 from ._aio_batches import AsyncioBatchStep
-from ._core import _Entry, _prepare, _Step
+from ._core import _Entry, _prepare
 from ._policy import StepPolicy
 from ._report import StepReport
 
@@ -280,7 +280,7 @@ async def _run_on_trio_asyncio(
             "trio-mesa cannot drive a step from asyncio code running inside a Trio run "
             f"on {loop!r}; in Trio code use `await trio_mesa.step_agents(...)`"
         )
-    step = _Step(entries, policy, aio_runner=loop.run_aio_coroutine)
+    step = AsyncioBatchStep(entries, policy, loop)
     return await loop.trio_as_future(step.run)
 
 
