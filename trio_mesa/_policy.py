@@ -28,7 +28,10 @@ class StepPolicy:
         max_concurrency: at most this many agents in flight at once in this step.
         limiter: a ``trio.CapacityLimiter`` to share between steps (and models): at most
             ``limiter.total_tokens`` agents in flight across all of them. Exclusive
-            with ``max_concurrency``.
+            with ``max_concurrency``. Like every Trio synchronization primitive it is
+            not thread-safe: share it between steps of one Trio run, or of runs made
+            one after another (each ``run_step`` or sync compat call is a run of its
+            own), never between runs going on at the same time in different threads.
         sync_mode: how sync ``step()`` agents run. ``"inline"`` (default): one after
             another, in start order, on the Trio thread, as Mesa would; they cannot be
             interrupted, so ``timeout`` does not apply to them (the ``deadline`` still
