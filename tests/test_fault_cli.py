@@ -132,3 +132,30 @@ def test_run_lists_the_last_steps_failed_agents(capsys: pytest.CaptureFixture[st
             line.split()[:1] == [uid] or f"│ {uid} " in line or f" {uid} │" in line
             for line in out.splitlines()
         ), uid
+
+
+def test_run_json_imports_neither_pytest_nor_rich() -> None:
+    # The virtual clock comes without trio.testing (which imports pytest, 0.2 s), and
+    # --json prints without rich: what the command does not need it does not import.
+    code = (
+        "import contextlib, io, sys\n"
+        "from fault_injection._cli import main\n"
+        "with contextlib.redirect_stdout(io.StringIO()):\n"
+        "    status = main(['run', 'flaky', '--agents', '4', '--steps', '2', '--json'])\n"
+        "print(status, sorted(m for m in ('pytest', 'trio.testing', 'rich') if m in sys.modules))\n"
+    )
+    proc = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, timeout=120, check=False
+    )
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.split() == ["0", "[]"]
+
+
+def test_the_virtual_clock_is_trios_mock_clock() -> None:
+    import trio.testing
+
+    from fault_injection._runner import _mock_clock
+
+    clock = _mock_clock()
+    assert type(clock) is trio.testing.MockClock
+    assert clock.autojump_threshold == 0 and clock.rate == 0
