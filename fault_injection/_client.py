@@ -24,6 +24,7 @@ from ._errors import (
     RateLimitError,
     ServiceUnavailableError,
     Timeout,
+    ToolCallParseError,
 )
 from ._plan import FaultPlan, PlannedCall
 from ._scenario import FaultKind
@@ -134,8 +135,6 @@ def parse_tool_call(reply: FakeReply) -> tuple[str, dict[str, Any]]:
         json.JSONDecodeError: the reply is not JSON.
         ToolCallParseError: the JSON has no tool name or its arguments are not an object.
     """
-    from ._errors import ToolCallParseError
-
     data = json.loads(reply.content)
     tool = data.get("tool") if isinstance(data, dict) else None
     args = data.get("arguments") if isinstance(data, dict) else None
