@@ -101,8 +101,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     }
     if args.json:
         result = run_scenario(scenario, **options)
-        json.dump(result.to_json(), sys.stdout)
-        sys.stdout.write("\n")
+        # json.dumps, not json.dump: only the one-shot encoder is json's C one (same text).
+        sys.stdout.write(json.dumps(result.to_json()) + "\n")
     else:
         result = _run_with_progress(scenario, options)
     return 0 if result.matched else 1
