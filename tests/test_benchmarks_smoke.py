@@ -30,8 +30,10 @@ def check_rows(rows: list[Row], workload: str) -> None:
 def test_trio_noop_workload_compares_every_contender() -> None:
     rows = w1_trio_noop.measure(20, rounds=1, warmup=0)
     check_rows(rows, "1")
-    assert [r.target for r in rows] == [1.3, 1.3, None, None]
+    assert [r.target for r in rows] == [1.3, 1.3, None, None, None, None]
     assert set(rows[0].medians) == {"trio-mesa max_concurrency", "bare nursery"}
+    # The shared limiter's target is against a bare nursery honouring the same limiter.
+    assert set(rows[1].medians) == {"trio-mesa limiter", "bare nursery + limiter"}
 
 
 def test_compat_asyncio_workload() -> None:
