@@ -105,3 +105,57 @@ async def test_debug_mode_still_checks_callbacks():
         loop.set_debug(True)
         with pytest.raises(TypeError, match="coroutines cannot be used"):
             loop.call_soon(not_a_callback)
+
+
+async def test_a_callback_rescheduling_itself_forever_does_not_starve_trio():
+    # Several batches run per Trio pass (ITERATIONS_PER_PASS), but not without end: a
+    # Trio task still gets its turns while an asyncio callback keeps requeueing itself.
+    spins = 0
+    spins_when_trio_ran: list[int] = []
+    async with trio_asyncio.open_loop() as loop:
+        install(loop)
+
+        def spin():
+            nonlocal spins
+            spins += 1
+            if spins < 10_000:  # a starved Trio task would first run after these
+                loop.call_soon(spin)
+
+        loop.call_soon(spin)
+        for _ in range(3):
+            await trio.lowlevel.checkpoint()
+            spins_when_trio_ran.append(spins)
+    assert spins_when_trio_ran[-1] < 100, spins_when_trio_ran
+
+
+class _Passes(trio.abc.Instrument):
+    """Counts passes of Trio's run loop (each waits for I/O once)."""
+
+    def __init__(self) -> None:
+        self.count = 0
+
+    def before_io_wait(self, timeout: float) -> None:
+        self.count += 1
+
+
+async def test_a_tasks_wake_up_chain_runs_within_one_trio_pass():
+    # An asyncio task's steps and its done callback are each a batch (each queued by
+    # the one before); they run in one Trio pass, not one pass each.
+    async with trio_asyncio.open_loop() as loop:
+        install(loop)
+        task_done = trio.Event()
+
+        async def hops():
+            for _ in range(4):
+                await asyncio.sleep(0)
+
+        passes = _Passes()
+        trio.lowlevel.add_instrument(passes)
+        task = loop.create_task(hops())
+        task.add_done_callback(lambda _: task_done.set())
+        await task_done.wait()
+        trio.lowlevel.remove_instrument(passes)
+    assert task.done() and task.exception() is None
+    # Queueing the task reaches the loop through a channel (a pass), then one pass runs
+    # its six batches; one more at most for this task's own wake-up.
+    assert passes.count <= 3, passes.count

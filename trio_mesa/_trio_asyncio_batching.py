@@ -8,15 +8,16 @@ channel: a full Trio scheduling round per asyncio callback. An asyncio agent nee
 four callbacks (task start, timer, wake-up, done), so 1,000 agents that each
 ``await asyncio.sleep(0.1)`` took about 1.1 s instead of 0.1 s.
 
-`install` replaces that method on one loop with a batching version. Each pass takes every
-queued handle and every due timer (a snapshot, like one iteration of asyncio's
-``_run_once``), runs them in order, then yields to Trio once; one call serves many passes
-under one cancel scope whose deadline follows the next timer, so a cancel scope is made
-per timer that fires, not per wait. Handles queued while a
-batch runs wait for the next pass, so FIFO order and "callbacks queued before ``stop()``
-run before the loop stops" both hold: a batch interrupted by ``stop()`` (which raises
-``TrioAsyncioExit`` from a handle) keeps its unrun handles, and trio-asyncio's shutdown
-drain (``_main_loop_one(no_wait=True)`` until ``WouldBlock``) runs them.
+`install` replaces that method on one loop with a batching version. Each batch takes
+every queued handle and every due timer (a snapshot, like one iteration of asyncio's
+``_run_once``) and runs them in order. What a batch queues runs in the next batch, in
+the same Trio pass, up to ``ITERATIONS_PER_PASS`` batches; then the loop yields to Trio
+once. One call serves many passes under one cancel scope whose deadline follows the next
+timer, so a cancel scope is made per timer that fires, not per wait. FIFO order and
+"callbacks queued before ``stop()`` run before the loop stops" both hold: a batch
+interrupted by ``stop()`` (which raises ``TrioAsyncioExit`` from a handle) keeps its
+unrun handles, and trio-asyncio's shutdown drain (``_main_loop_one(no_wait=True)`` until
+``WouldBlock``) runs them.
 """
 
 from __future__ import annotations
@@ -33,6 +34,11 @@ import trio
 from trio_asyncio._handles import AsyncHandle
 
 _ATTR = "_trio_mesa_ready"
+
+# Batches (asyncio loop iterations) run per Trio pass at most: enough for an asyncio
+# task's wake-up chain (timer, future callback, task step, done callbacks) to finish in
+# one pass, few enough that a callback rescheduling itself forever cannot starve Trio.
+ITERATIONS_PER_PASS = 8
 
 
 def supported(loop: Any) -> bool:
@@ -98,7 +104,16 @@ async def _main_loop_batch(self: Any, no_wait: bool = False) -> None:
                 _collect(self, ready, timers)
             if ready:
                 await _run_ready(self, ready)
-                await trio.lowlevel.checkpoint()  # let Trio run between batches
+                # What that batch queued (a task's wake-up once its future is done, a
+                # done callback) runs as further batches in this same Trio pass, each a
+                # snapshot as before, up to ITERATIONS_PER_PASS batches: yielding to Trio
+                # after every batch cost each asyncio agent two or more extra passes.
+                for _ in range(ITERATIONS_PER_PASS - 1):
+                    _collect(self, ready, timers)
+                    if not ready:
+                        break
+                    await _run_ready(self, ready)
+                await trio.lowlevel.checkpoint()  # let Trio run between passes
                 continue
             # Nothing to run: wait for a handle, or until the next timer is due
             # (loop.time() is Trio's clock, so a timer's _when is a Trio deadline).
