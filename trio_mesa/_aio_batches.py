@@ -151,7 +151,8 @@ class _AioBatch:
                 if not step.stopping and self.fatal is None and _now() >= self.deadline:
                     step._timed_out(i, agent, start, self.deadline, started=False)
                 return  # otherwise left to _fill_unstarted (fail_fast) or moot (fatal)
-            if agent not in agent.model.agents:
+            model = agent.model  # the step's model's agent set is read once (see _Step)
+            if agent not in (step.members if model is step.model else model.agents):
                 step.outcomes[i] = _new_outcome(
                     AgentOutcome, (agent, agent.unique_id, _SKIPPED, None, None, 0.0, 0, False)
                 )
