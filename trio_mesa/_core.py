@@ -321,6 +321,7 @@ class _Step:
         # its turn is asked per agent, so skip re-reading the model.agents property.
         self.model = model
         self.members = model.agents if model is not None else ()
+        self.flavors: set[Flavor] = set()  # the flavors among entries, set by run()
         self.now: Callable[[], float] = _now
 
     async def run(self) -> StepReport:
@@ -329,7 +330,7 @@ class _Step:
         start = _now()
         if self.policy.deadline is not None:
             self.step_deadline = start + self.policy.deadline
-        flavors = {e[2] for e in self.entries}
+        flavors = self.flavors = {e[2] for e in self.entries}
         if _SYNC in flavors and not self.inline_sync:
             self.thread_limiter = trio.CapacityLimiter(self.policy.max_threads)
         if _ASYNCIO in flavors and not self.runs_asyncio:
@@ -359,6 +360,19 @@ class _Step:
         slots = self.slots
         counter = slots if type(slots) is _Slots else None
         inline_sync = self.inline_sync
+        n = len(self.entries)
+        if (
+            (slots is None or (counter is not None and counter.free >= n))
+            and not (inline_sync and _SYNC in self.flavors)
+            and not self.stopping
+        ):
+            # Nothing to wait for (no inline sync agent, a free slot for every agent):
+            # the loop below would start them all as one batch without a checkpoint,
+            # so do just that, without walking the agents one by one.
+            if counter is not None:
+                counter.free -= n
+            self._start_batch(nursery, list(range(n)))
+            return
         batch: list[int] = []  # indices of the agents started at the same instant
         for i, entry in enumerate(self.entries):
             if self.stopping:
