@@ -65,4 +65,4 @@ def measure(rounds: int) -> list[Row]:
 
 
 def run(config: Config) -> list[Row]:
-    return measure(config.rounds(3, quick=1))
+    return measure(config.rounds(5, quick=1))
