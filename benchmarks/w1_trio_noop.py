@@ -116,4 +116,4 @@ def measure(n: int, rounds: int, *, warmup: int = 1) -> list[Row]:
 def run(config: Config) -> list[Row]:
     if config.quick:
         return measure(10_000, config.rounds(7, quick=2))
-    return measure(10_000, config.rounds(7)) + measure(100_000, config.rounds(3))
+    return measure(10_000, config.rounds(7)) + measure(100_000, config.rounds(5))
