@@ -165,6 +165,40 @@ async def test_an_existing_trio_asyncio_loop_is_reused():
     assert seen == [loop]
 
 
+async def test_a_reused_trio_asyncio_loop_gets_batched_callbacks_and_keeps_working():
+    # trio-asyncio's own main loop runs one callback per Trio pass: a step inside the
+    # caller's open_loop() installs batching on that loop (once), without losing what
+    # was queued before, or the loop's timers and callbacks after the step.
+    import trio_asyncio
+
+    from trio_mesa._trio_asyncio_batching import is_installed
+
+    class Sleeper(AsyncioAgent):
+        async def astep(self):
+            await asyncio.sleep(0.01)
+            return asyncio.get_running_loop()
+
+    model = Model()
+    agents = [Sleeper(model) for _ in range(3)]
+    ran = []
+    async with trio_asyncio.open_loop() as loop:
+        assert not is_installed(loop)
+        for i in range(3):
+            loop.call_soon(ran.append, i)  # queued before the swap
+        first = await trio_mesa.step_agents(agents)
+        assert is_installed(loop)
+        second = await trio_mesa.step_agents(agents)
+        fired = trio.Event()
+        loop.call_later(0.01, fired.set)
+        loop.call_soon(ran.append, 3)
+        with trio.fail_after(5):
+            await fired.wait()
+    assert ran == [0, 1, 2, 3]
+    for report in (first, second):
+        assert [o.status for o in report] == [Status.OK] * 3
+        assert {o.result for o in report} == {loop}
+
+
 async def test_call_agents_keeps_results_and_passes_arguments():
     class Speaker(SyncAgent):
         def say(self, word, *, times=1, timeout=None):

@@ -46,6 +46,11 @@ def supported(loop: Any) -> bool:
     return all(hasattr(loop, name) for name in ("_main_loop_one", "_timers", "_q_recv", "_nursery"))
 
 
+def is_installed(loop: Any) -> bool:
+    """Whether `install` has already been applied to ``loop``."""
+    return hasattr(loop, _ATTR)
+
+
 def install(loop: Any) -> bool:
     """Make ``loop`` (a running ``trio_asyncio.TrioEventLoop``) run callbacks in batches.
 
