@@ -199,6 +199,45 @@ async def test_a_reused_trio_asyncio_loop_gets_batched_callbacks_and_keeps_worki
         assert {o.result for o in report} == {loop}
 
 
+async def test_on_a_reused_loop_run_in_executor_may_return_a_coroutine_as_litellm_needs():
+    # litellm's acompletion gets a coroutine back from run_in_executor; trio-asyncio's
+    # stock executor rejects that (pinned above), so a reused loop gets ours, once.
+    import trio_asyncio
+
+    from trio_mesa._executor import PassThroughExecutor
+
+    async def reply():
+        return "ok"
+
+    class LitellmLike(AsyncioAgent):
+        async def astep(self):
+            coro = await asyncio.get_running_loop().run_in_executor(None, lambda: reply())
+            return await coro
+
+    model = Model()
+    LitellmLike(model)
+    async with trio_asyncio.open_loop() as loop:
+        report = await trio_mesa.step_agents(model.agents)
+        assert type(loop._default_executor) is PassThroughExecutor
+    [outcome] = report
+    assert (outcome.status, outcome.result) == (Status.OK, "ok")
+
+
+async def test_a_reused_loop_keeps_an_executor_its_owner_chose():
+    import trio_asyncio
+
+    class Mine(trio_asyncio.TrioExecutor):
+        pass
+
+    model = Model()
+    AsyncioAgent(model)
+    async with trio_asyncio.open_loop() as loop:
+        mine = Mine()
+        loop.set_default_executor(mine)
+        await trio_mesa.step_agents(model.agents)
+        assert loop._default_executor is mine
+
+
 async def test_call_agents_keeps_results_and_passes_arguments():
     class Speaker(SyncAgent):
         def say(self, word, *, times=1, timeout=None):

@@ -21,7 +21,8 @@ async def trio_host_loop() -> AsyncIterator[asyncio.AbstractEventLoop]:
 
     The caller's own loop when it is inside ``trio_asyncio.open_loop()`` (so objects
     bound to it keep working; its callbacks are batched from then on, see
-    `_trio_asyncio_batching`), otherwise one opened here, with `PassThroughExecutor` as
+    `_trio_asyncio_batching`, and trio-asyncio's stock default executor is replaced by
+    `PassThroughExecutor`), otherwise one opened here, with `PassThroughExecutor` as
     default executor and batched callbacks, and closed, with every asyncio task it ran
     finished, when the block exits.
     """
@@ -43,6 +44,11 @@ async def trio_host_loop() -> AsyncIterator[asyncio.AbstractEventLoop]:
         # stop), so it is installed once on that loop as well.
         if not is_installed(loop):
             install(loop)
+        # trio-asyncio's stock executor rejects the coroutine litellm's acompletion gets
+        # back from run_in_executor, so every mesa-llm agent failed on such a loop. Swap
+        # only that stock one (an executor the caller chose is theirs to keep).
+        if type(getattr(loop, "_default_executor", None)) is trio_asyncio.TrioExecutor:
+            loop.set_default_executor(PassThroughExecutor())
         yield loop
         return
     async with trio_asyncio.open_loop() as loop:
