@@ -8,7 +8,10 @@ litellm over HTTP) on a ``MultiGrid``, stepped ``steps`` times by:
 
 - ``asyncio``: ``await trio_mesa.compat.step_agents_parallel(...)`` in ``asyncio.run``;
 - ``trio``: ``trio_mesa.run_step(model.agents, ...)`` (a Trio host; trio-asyncio runs
-  the agents' asyncio code).
+  the agents' asyncio code, on a loop opened for each step);
+- ``trio-own-loop``: ``await trio_mesa.step_agents(...)`` in ``trio.run``, every step
+  inside one ``trio_asyncio.open_loop()`` of the caller's (so litellm's clients outlive
+  a step, as in a user's long run).
 
 Prints one JSON document: per step, every agent's outcome, its plan's text and tool
 call, and where it stands.
@@ -146,6 +149,19 @@ def run(host: str, api_base: str, agents: int, steps: int, timeout: float) -> di
                     out.append(_report_json(model, report, _requests_so_far(api_base)))
 
         asyncio.run(stepping())
+    elif host == "trio-own-loop":
+        import trio
+        import trio_asyncio
+
+        async def stepping_in_one_loop() -> None:
+            async with trio_asyncio.open_loop():
+                for _ in range(steps):
+                    model.steps += 1
+                    report = await trio_mesa.step_agents(model.agents, timeout=timeout)
+                    # A blocking call in a Trio task: fine here, nothing else runs.
+                    out.append(_report_json(model, report, _requests_so_far(api_base)))
+
+        trio.run(stepping_in_one_loop)
     else:
         for _ in range(steps):
             model.steps += 1

@@ -2,9 +2,11 @@
 
 Twelve ``LLMAgent`` subclasses with ``CoTReasoning`` (``tests/mesa_llm_e2e.py``) call
 the chaos server (in this process) through litellm, stepped (a) by
-``trio_mesa.compat.step_agents_parallel`` from asyncio and (b) by ``trio_mesa.run_step``
-on a Trio host through trio-asyncio. One subprocess runs every case (importing mesa_llm
-patches Mesa's AgentSet process-wide, and costs seconds: once is enough).
+``trio_mesa.compat.step_agents_parallel`` from asyncio, (b) by ``trio_mesa.run_step``
+on a Trio host through trio-asyncio, and (c) by ``trio_mesa.step_agents`` inside the
+caller's own ``trio_asyncio.open_loop()`` (clean run only). One subprocess runs every
+case (importing mesa_llm patches Mesa's AgentSet process-wide, and costs seconds: once
+is enough).
 
 The server's log is the oracle: for every agent in every step, `predict` reads that
 agent's requests and says how its step must end, given how litellm and mesa-llm retry:
@@ -53,6 +55,7 @@ ERROR_NAMES = {
 RUNS = {
     "clean-asyncio": ("clean", None, "asyncio", 2, 30.0),
     "clean-trio": ("clean", None, "trio", 2, 30.0),
+    "clean-trio-own-loop": ("clean", None, "trio-own-loop", 2, 30.0),
     "flaky-asyncio": ("flaky", FLAKY_SEED, "asyncio", 2, FAULT_TIMEOUT),
     "flaky-trio": ("flaky", FLAKY_SEED, "trio", 2, FAULT_TIMEOUT),
     "storm-trio": ("rate-limit-storm", 3, "trio", 1, FAULT_TIMEOUT),
@@ -163,7 +166,7 @@ def mismatches(e2e: E2E, run: str) -> list[str]:
 # -- clean: every agent plans, acts, and shows it ----------------------------------------
 
 
-@pytest.mark.parametrize("run", ["clean-asyncio", "clean-trio"])
+@pytest.mark.parametrize("run", ["clean-asyncio", "clean-trio", "clean-trio-own-loop"])
 def test_clean_every_agent_ok_and_planned(e2e, run) -> None:
     steps = e2e.steps(run)
     assert len(steps) == 2
