@@ -165,7 +165,7 @@ async def test_an_existing_trio_asyncio_loop_is_reused():
     assert seen == [loop]
 
 
-async def test_a_reused_trio_asyncio_loop_gets_batched_callbacks_and_keeps_working():
+async def test_a_reused_trio_asyncio_loop_gets_batched_callbacks_and_keeps_working(mock_clock):
     # trio-asyncio's own main loop runs one callback per Trio pass: a step inside the
     # caller's open_loop() installs batching on that loop (once), without losing what
     # was queued before, or the loop's timers and callbacks after the step.
@@ -191,7 +191,7 @@ async def test_a_reused_trio_asyncio_loop_gets_batched_callbacks_and_keeps_worki
         fired = trio.Event()
         loop.call_later(0.01, fired.set)
         loop.call_soon(ran.append, 3)
-        with trio.fail_after(5):
+        with trio.fail_after(5):  # virtual time: fails only if the timer never fires
             await fired.wait()
     assert ran == [0, 1, 2, 3]
     for report in (first, second):
