@@ -13,10 +13,12 @@ a step that raises anything the oracle did not plan.
 from __future__ import annotations
 
 import asyncio
+import gc
 import math
 import time
 from collections import Counter
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
@@ -190,7 +192,8 @@ async def _run_on_trio(
         observe = _Observation(model, exp)
         report, raised = None, None
         try:
-            report = await trio_mesa.step_agents(model.agents, **options)
+            with _collector_held_off(result.real_time):
+                report = await trio_mesa.step_agents(model.agents, **options)
         except StepFailed as exc:
             report, raised = exc.report, exc
         except (Exception, KeyboardInterrupt) as exc:
@@ -228,7 +231,8 @@ def _run_on_asyncio(
                 model.random.shuffle(agents)
                 report, raised = None, None
                 try:
-                    report = await compat.step_agents_parallel(agents)
+                    with _collector_held_off(True):
+                        report = await compat.step_agents_parallel(agents)
                 except StepFailed as exc:
                     report, raised = exc.report, exc
                 except (Exception, KeyboardInterrupt) as exc:
@@ -244,6 +248,28 @@ def _run_on_asyncio(
                     break
 
     asyncio.run(main())
+
+
+@contextmanager
+def _collector_held_off(real_time: bool) -> Iterator[None]:
+    """Keep automatic garbage collection from pausing a real-time step.
+
+    A real-time run scales every time limit down (a 4 s timeout at ``real_time_scale``
+    0.05 is 0.2 s of real time), but a full collection in a long-lived process pauses
+    the event loop for real: 0.1 to 0.2 s in our own test session. A pause counts against
+    every running agent's time limit at once, so one collection could time out a whole
+    step that the plan kept well inside its limits. While a real-time step runs, automatic
+    collection is off (as the process had it after); the step's garbage waits for the
+    first collection after it. Virtual time does not see pauses, so it is left alone.
+    """
+    if not real_time or not gc.isenabled():
+        yield
+        return
+    gc.disable()
+    try:
+        yield
+    finally:
+        gc.enable()
 
 
 class _Observation:

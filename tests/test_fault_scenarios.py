@@ -6,8 +6,12 @@ its latencies; only the real-time variant at the bottom sleeps.
 
 from __future__ import annotations
 
+import gc
+from typing import Any
+
 import pytest
 
+import trio_mesa
 from fault_injection import SCENARIOS, expected_run, mesa_llm_baseline, run_scenario
 from trio_mesa import Status
 
@@ -82,3 +86,31 @@ def test_real_time_on_the_trio_host_matches_too() -> None:
     assert (
         result.outcome_table() == run_scenario(SCENARIOS["mixed-flavors"], steps=3).outcome_table()
     )
+
+
+@pytest.mark.parametrize(
+    ("host", "real_time"), [("trio", False), ("trio", True), ("asyncio", True)]
+)
+def test_automatic_gc_is_off_only_while_a_real_time_step_runs(
+    monkeypatch: pytest.MonkeyPatch, host: str, real_time: bool
+) -> None:
+    # A full collection paused a CI run's event loop for longer than the 0.2 s its
+    # scaled-down steps allowed, and timed out a whole step: real-time steps hold it off.
+    from trio_mesa import compat
+
+    seen: list[bool] = []
+
+    def spy(real: Any) -> Any:
+        async def step(*args: Any, **kwargs: Any) -> Any:
+            seen.append(gc.isenabled())
+            return await real(*args, **kwargs)
+
+        return step
+
+    monkeypatch.setattr(trio_mesa, "step_agents", spy(trio_mesa.step_agents))
+    monkeypatch.setattr(compat, "step_agents_parallel", spy(compat.step_agents_parallel))
+    assert gc.isenabled()
+    result = run_scenario(SCENARIOS["mixed-flavors"], host=host, steps=2, real_time=real_time)
+    assert result.mismatches == []
+    assert seen == [not real_time] * 2
+    assert gc.isenabled()
