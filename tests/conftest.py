@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gc
 import os
 
 import pytest
@@ -12,6 +13,15 @@ os.environ.setdefault("LITELLM_LOCAL_MODEL_COST_MAP", "True")
 
 # The chaos LLM server fixture (chaos_llm_server) and its chaos_server marker.
 pytest_plugins = ["fault_injection.pytest_plugin"]
+
+
+def pytest_collection_finish(session: pytest.Session) -> None:
+    # Collection imported Mesa, numpy, pandas, litellm...: about 150,000 long-lived
+    # objects that every full collection walked again, pausing the test process for up
+    # to 0.2 s, the whole budget of some real-time tests (the asyncio host's scaled-down
+    # timeouts). Frozen, they are skipped: `python -m fault_injection` does the same.
+    gc.collect()
+    gc.freeze()
 
 
 @pytest.fixture
