@@ -1,7 +1,7 @@
 """Every named scenario matches its oracle, the same way on every run.
 
 Trio-host runs are in virtual time (``MockClock``), so each takes milliseconds whatever
-its latencies; only the real-time variant at the bottom sleeps.
+its latencies; only the real-time runs at the bottom sleep (a few steps of 30 agents).
 """
 
 from __future__ import annotations
