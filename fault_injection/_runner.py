@@ -259,8 +259,9 @@ def _collector_held_off(real_time: bool) -> Iterator[None]:
     the event loop for real: 0.1 to 0.2 s in our own test session. A pause counts against
     every running agent's time limit at once, so one collection could time out a whole
     step that the plan kept well inside its limits. While a real-time step runs, automatic
-    collection is off (as the process had it after); the step's garbage waits for the
-    first collection after it. Virtual time does not see pauses, so it is left alone.
+    collection is off, and it is back on after the step if it was on before; the step's
+    garbage waits for the first collection after it. Virtual time does not see pauses,
+    so it is left alone.
     """
     if not real_time or not gc.isenabled():
         yield
