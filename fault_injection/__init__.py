@@ -56,6 +56,7 @@ def __getattr__(name: str) -> Any:
         import importlib
 
         value = getattr(importlib.import_module(_LAZY[name], __name__), name)
+        value.__module__ = __name__
         globals()[name] = value
         return value
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
@@ -107,3 +108,11 @@ __all__ = [
     "run_scenario",
     "scenario_from_dict",
 ]
+
+# Public names live in private modules; they say where users find them (reprs and
+# tracebacks read `fault_injection.Scenario`, not `fault_injection._scenario.Scenario`).
+for _name in set(__all__) - set(_LAZY):
+    _obj = globals()[_name]
+    if getattr(_obj, "__module__", "").startswith("fault_injection._"):
+        _obj.__module__ = __name__
+del _name, _obj

@@ -10,10 +10,12 @@ Every agent runs in its own Trio task; an agent's exception is captured in its
     report.raise_for_failures()        # or strict=True: a StepFailed ExceptionGroup
 """
 
-from ._core import call_agents, run_step, step_agents
+from importlib.metadata import PackageNotFoundError, version
+
+from ._api import aio_call_agents, aio_step_agents, call_agents, run_step, step_agents
 from ._errors import AgentCancelled, AgentTimeout, StepFailed
 from ._flavor import Flavor, trio_native
-from ._guest import aio_call_agents, aio_step_agents
+from ._hooks import LoggingHook, OutcomeHook, get_outcome_hooks, set_outcome_hooks
 from ._outcome import AgentOutcome, Status
 from ._policy import StepPolicy
 from ._report import StepReport
@@ -23,6 +25,8 @@ __all__ = [
     "AgentOutcome",
     "AgentTimeout",
     "Flavor",
+    "LoggingHook",
+    "OutcomeHook",
     "Status",
     "StepFailed",
     "StepPolicy",
@@ -30,9 +34,22 @@ __all__ = [
     "aio_call_agents",
     "aio_step_agents",
     "call_agents",
+    "get_outcome_hooks",
     "run_step",
+    "set_outcome_hooks",
     "step_agents",
     "trio_native",
 ]
 
-__version__ = "0.1.0"
+# Public names live in private modules; they say where users find them (reprs, help(),
+# tracebacks and pickles read `trio_mesa.StepReport`, not `trio_mesa._report.StepReport`).
+for _name in __all__:
+    _obj = globals()[_name]
+    if getattr(_obj, "__module__", "").startswith("trio_mesa._"):
+        _obj.__module__ = __name__
+del _name, _obj
+
+try:
+    __version__ = version("trio-mesa")
+except PackageNotFoundError:  # pragma: no cover - imported from a source tree
+    __version__ = "0+unknown"

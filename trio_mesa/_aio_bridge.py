@@ -1,6 +1,6 @@
 """The asyncio loop that asyncio-flavored agents run on when the host is Trio.
 
-On a Trio host they run as tasks (`_aio_batches.AsyncioBatchStep`) on a trio-asyncio loop
+On a Trio host they run as tasks (`_aio_batches.AsyncioBatchLauncher`) on a trio-asyncio loop
 (`trio_host_loop`): the caller's own when it is already inside
 ``trio_asyncio.open_loop()``, otherwise one opened for the step and closed (with every
 asyncio task it ran finished) before the step returns. trio-asyncio is imported here,

@@ -16,14 +16,27 @@ class AgentTimeout(TimeoutError):
     step's deadline passed while the agent ran or before it could start).
     """
 
-    def __init__(self, message: str, *, reason: str, limit: float) -> None:
+    def __init__(
+        self, message: str, *, reason: str, limit: float, detail: str | None = None
+    ) -> None:
         super().__init__(message)
         self.reason = reason
         self.limit = limit
+        #: What elapsed, without the agent's name ("its timeout of 5 s elapsed").
+        self.detail = message if detail is None else detail
 
 
 class AgentCancelled(Exception):
-    """Recorded as the exception of a ``CANCELLED`` outcome (``fail_fast`` stopped it)."""
+    """Recorded as the exception of a ``CANCELLED`` outcome.
+
+    ``external`` is ``False`` when trio-mesa cancelled the agent (``fail_fast``, or the
+    caller's cancellation), ``True`` when code outside trio-mesa cancelled its asyncio
+    task (the agent's own, or other code); then ``__cause__`` is that ``CancelledError``.
+    """
+
+    def __init__(self, message: str, *, external: bool = False) -> None:
+        super().__init__(message)
+        self.external = external
 
 
 class StepFailed(ExceptionGroup):

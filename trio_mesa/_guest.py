@@ -1,7 +1,8 @@
-"""Drive the Trio stepping core from asyncio code, on the caller's own running loop.
+"""The asyncio host: drive the Trio stepping core on the caller's own running asyncio loop.
 
-`aio_step_agents` and `aio_call_agents` are awaited from asyncio (``asyncio.run``, Jupyter,
-any running loop). They run the step's Trio tasks in Trio *guest mode* on that loop
+`run_on_asyncio_host` (behind `trio_mesa.aio_step_agents`, `aio_call_agents` and
+`trio_mesa.compat`) is awaited from asyncio (``asyncio.run``, Jupyter, any running
+loop). It runs the step's Trio tasks in Trio *guest mode* on that loop
 (``trio.lowlevel.start_guest_run``) and run every asyncio-flavored agent coroutine as an
 ordinary task on the same loop, so objects bound to it (an ``asyncio.Lock`` or
 ``httpx.AsyncClient`` made before the step) keep working. No thread and no event loop is
@@ -21,67 +22,21 @@ import asyncio
 import contextvars
 import sys
 import threading
-from collections.abc import Callable, Iterable
 from typing import Any
 
 import trio
-from mesa import Agent
 from outcome import Error, Outcome, Value
 
-from ._aio_batches import AsyncioBatchStep
-from ._core import _Entry, _prepare
 from ._policy import StepPolicy
+from ._prepare import Entry
 from ._report import StepReport
+from ._scheduler import Step
 
 _copy_context = contextvars.copy_context
 
 
-async def aio_step_agents(
-    agents: Iterable[Agent], *, shuffle: bool | None = None, **options: Any
-) -> StepReport:
-    """Asyncio twin of `trio_mesa.step_agents`: await it from asyncio code.
-
-    Steps every agent once (``astep()`` if it has one, else ``step()``), each in its own
-    Trio task driven in guest mode on the running asyncio loop; asyncio-flavored
-    ``astep`` coroutines run as tasks on that loop. Isolation, options (``strict``,
-    ``timeout``, ``deadline``, ``max_concurrency``, ``sync_mode``, ...) and the returned
-    `StepReport` are exactly as in `trio_mesa.step_agents`.
-
-    Cancellation: if the awaiting task is cancelled, every agent still running is
-    cancelled (its asyncio task gets ``CancelledError``) and the call waits until all
-    of them have finished before raising ``CancelledError``; a second cancellation
-    while it waits does not cut that wait short. When the call returns or raises, no
-    task it started is pending.
-
-    Raises:
-        TypeError, ValueError: bad input, before any agent runs.
-        StepFailed: in strict mode, after every agent has finished, if any failed.
-        KeyboardInterrupt, SystemExit: raised by an agent, after the others were
-            cancelled and finished.
-    """
-    policy = StepPolicy(**options)
-    return await run_entries(_prepare(agents, None, (), {}, shuffle), policy)
-
-
-async def aio_call_agents(
-    agents: Iterable[Agent],
-    method: str | Callable[..., Any],
-    /,
-    *args: Any,
-    policy: StepPolicy | None = None,
-    shuffle: bool = False,
-    **kwargs: Any,
-) -> StepReport:
-    """Asyncio twin of `trio_mesa.call_agents`: call ``method`` on every agent, keep results.
-
-    Host, cancellation and errors are as in `aio_step_agents`.
-    """
-    entries = _prepare(agents, method, args, kwargs, shuffle)
-    return await run_entries(entries, policy or StepPolicy())
-
-
-async def run_entries(entries: list[_Entry], policy: StepPolicy) -> StepReport:
-    """Run prepared entries (see `trio_mesa._core._prepare`) on the running asyncio loop."""
+async def run_on_asyncio_host(entries: list[Entry], policy: StepPolicy) -> StepReport:
+    """Run prepared entries (see `trio_mesa._prepare`) on the running asyncio loop."""
     loop = asyncio.get_running_loop()
     job = _Job(entries, policy, loop)
     while True:
@@ -196,7 +151,7 @@ class _Job:
 
     __slots__ = ("context", "entries", "future", "host", "loop", "policy", "scope")
 
-    def __init__(self, entries: list[_Entry], policy: StepPolicy, loop: asyncio.AbstractEventLoop):
+    def __init__(self, entries: list[Entry], policy: StepPolicy, loop: asyncio.AbstractEventLoop):
         self.entries = entries
         self.policy = policy
         self.loop = loop
@@ -210,7 +165,7 @@ class _Job:
         # contextvars, as tasks started by asyncio.gather would.
         for var, value in self.context.items():
             var.set(value)
-        step = AsyncioBatchStep(self.entries, self.policy, self.loop)
+        step = Step(self.entries, self.policy, self.loop)
         try:
             with self.scope:
                 self.deliver(Value(await step.run()))
@@ -272,7 +227,7 @@ async def _uncancellable(future: asyncio.Future[Any]) -> tuple[Any, bool]:
 
 
 async def _run_on_trio_asyncio(
-    loop: asyncio.AbstractEventLoop, entries: list[_Entry], policy: StepPolicy
+    loop: asyncio.AbstractEventLoop, entries: list[Entry], policy: StepPolicy
 ) -> StepReport:
     trio_asyncio = sys.modules.get("trio_asyncio")
     if trio_asyncio is None or not isinstance(loop, trio_asyncio.BaseTrioEventLoop):
@@ -280,8 +235,8 @@ async def _run_on_trio_asyncio(
             "trio-mesa cannot drive a step from asyncio code running inside a Trio run "
             f"on {loop!r}; in Trio code use `await trio_mesa.step_agents(...)`"
         )
-    step = AsyncioBatchStep(entries, policy, loop)
+    step = Step(entries, policy, loop)
     return await loop.trio_as_future(step.run)
 
 
-__all__ = ["aio_call_agents", "aio_step_agents", "run_entries"]
+__all__ = ["run_on_asyncio_host"]

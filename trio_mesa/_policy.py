@@ -1,12 +1,19 @@
-"""`StepPolicy`: the options that shape one step, validated before any agent runs."""
+"""`StepPolicy`: the options that shape one step, validated before any agent runs.
+
+Every entry point takes its options the same way (`resolve_policy`): a ``policy=``
+value, keyword options on top of it, or both; errors name the public function called.
+"""
 
 from __future__ import annotations
 
 import math
+from collections.abc import Mapping
 from dataclasses import dataclass, fields, replace
 from typing import Any, Literal
 
 import trio
+
+from ._hooks import check_hooks
 
 SyncMode = Literal["inline", "thread"]
 
@@ -38,6 +45,14 @@ class StepPolicy:
             keeps later ones from starting). ``"thread"``: each in a worker thread, so
             blocking calls (an HTTP request) overlap.
         max_threads: at most this many worker threads for ``sync_mode="thread"``.
+        shuffle: the order agents start in. ``None`` (default): a Mesa agent set
+            (``model.agents``, an ``AgentSet``, ``agents_by_type[T]``) starts in the
+            order Mesa's ``shuffle_do`` would use, drawn from the set's ``random`` (a
+            seeded model reproduces it); any other iterable keeps its own order.
+            ``True`` shuffles any input (a plain iterable with its first agent's
+            ``model.random``); ``False`` keeps the given order, as ``AgentSet.do``.
+        hooks: `OutcomeHook` objects called for the steps this policy shapes, after the
+            process-wide ones (`set_outcome_hooks`). ``()`` (default) adds none.
         abandon_threads: threads cannot be cancelled. With ``False`` (default) a thread
             agent that outlives its timeout or the deadline is waited for: the step
             returns only when the thread has finished, a warning is logged, and the
@@ -57,8 +72,20 @@ class StepPolicy:
     sync_mode: SyncMode = "inline"
     max_threads: int = 128
     abandon_threads: bool = False
+    shuffle: bool | None = None
+    hooks: tuple[Any, ...] = ()
 
     def __post_init__(self) -> None:
+        for name in ("strict", "fail_fast", "abandon_threads"):
+            value = getattr(self, name)
+            if not isinstance(value, bool):
+                raise TypeError(f"{name} must be True or False, not {value!r}")
+        if self.shuffle is not None and not isinstance(self.shuffle, bool):
+            raise TypeError(f"shuffle must be True, False or None, not {self.shuffle!r}")
+        if not isinstance(self.hooks, tuple):
+            object.__setattr__(self, "hooks", check_hooks(self.hooks, "hooks"))
+        else:
+            check_hooks(self.hooks, "hooks")
         for name in ("timeout", "deadline"):
             value = getattr(self, name)
             if value is None:
@@ -100,3 +127,30 @@ class StepPolicy:
 
 
 POLICY_FIELDS = frozenset(f.name for f in fields(StepPolicy))
+_DEFAULT = StepPolicy()
+
+
+def resolve_policy(where: str, policy: Any, options: Mapping[str, Any]) -> StepPolicy:
+    """The `StepPolicy` a call to the public function ``where`` runs with.
+
+    ``policy`` (or the defaults) with ``options`` applied on top, validated. Every error
+    (an unknown option, a bad value, a ``policy`` that is not a `StepPolicy`) is a
+    TypeError or ValueError whose message starts with ``where``, the function the user
+    called, never an internal one.
+    """
+    if policy is None:
+        policy = _DEFAULT
+    elif not isinstance(policy, StepPolicy):
+        raise TypeError(f"{where}: policy must be a trio_mesa.StepPolicy or None, not {policy!r}")
+    if not options:
+        return policy
+    unknown = sorted(set(options) - POLICY_FIELDS)
+    if unknown:
+        raise TypeError(
+            f"{where} got unknown option(s) {', '.join(map(repr, unknown))}; "
+            f"the options are {', '.join(sorted(POLICY_FIELDS))}"
+        )
+    try:
+        return replace(policy, **options)
+    except (TypeError, ValueError) as exc:
+        raise type(exc)(f"{where}: {exc}") from None

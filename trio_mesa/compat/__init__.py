@@ -42,3 +42,10 @@ __all__ = [
     "step_agents_parallel",
     "step_agents_parallel_sync",
 ]
+
+# Public names say where users find them (`trio_mesa.compat.AgentResults`).
+for _name in __all__:
+    _obj = globals()[_name]
+    if getattr(_obj, "__module__", "").startswith("trio_mesa.compat._"):
+        _obj.__module__ = __name__
+del _name, _obj

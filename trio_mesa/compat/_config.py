@@ -13,9 +13,12 @@ import os
 import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
+from dataclasses import fields
 from typing import Any, Literal
 
-from .._policy import POLICY_FIELDS, StepPolicy
+from trio_mesa import StepPolicy
+
+POLICY_FIELDS = frozenset(f.name for f in fields(StepPolicy))
 
 Mode = Literal["asyncio", "threading"]
 
@@ -33,19 +36,23 @@ _mode: Mode = "asyncio"
 def configure(**options: Any) -> StepPolicy:
     """Set process-wide defaults for every `trio_mesa.compat` call; return them.
 
-    Options are `trio_mesa.StepPolicy` fields: ``strict``, ``fail_fast``, ``timeout``,
+    Options are `trio_mesa.StepPolicy` fields (``strict``, ``fail_fast``, ``timeout``,
     ``deadline``, ``max_concurrency``, ``limiter``, ``sync_mode``, ``max_threads``,
-    ``abandon_threads``. Options not given keep their current value; ``configure()``
-    alone returns the current defaults. Validated before anything changes.
+    ``abandon_threads``, ``hooks``, ...). Options not given keep their current value;
+    ``configure()`` alone returns the current defaults. Validated before anything
+    changes, exactly as `StepPolicy` validates them: what it refuses, this refuses.
+    ``max_concurrency`` and ``limiter`` exclude each other: giving both is an error,
+    and giving one replaces the other set by an earlier call.
 
     Raises:
         TypeError: for an unknown option name; TypeError/ValueError for a bad value.
     """
     global _defaults
-    _check_names(options)
+    where = "trio_mesa.compat.configure()"
+    _check(options, where)
     with _defaults_lock:
         if options:
-            _defaults = _defaults.replace(**_exclusive(options))
+            _defaults = _apply(_defaults, _layer({}, options), where)
         return _defaults
 
 
@@ -53,14 +60,17 @@ def configure(**options: Any) -> StepPolicy:
 def policy(**options: Any) -> Iterator[StepPolicy]:
     """Apply ``options`` to `trio_mesa.compat` calls made inside the ``with`` block.
 
-    Scoped by ``contextvars``: nested blocks stack (inner wins), each asyncio task or
-    thread sees the blocks it entered itself (tasks started inside a block inherit it),
-    and leaving the block restores the outer policy even when it raises. Yields the
-    effective policy. Options are as in `configure`, validated on entry.
+    Scoped by ``contextvars``: nested blocks stack (inner wins; an inner
+    ``max_concurrency`` replaces an outer ``limiter`` and the other way round), each
+    asyncio task or thread sees the blocks it entered itself (tasks started inside a
+    block inherit it), and leaving the block restores the outer policy even when it
+    raises. Yields the effective policy. Options are as in `configure`, validated on
+    entry.
     """
-    _check_names(options)
-    merged = {**(_scoped.get() or {}), **options}
-    effective = _resolve(merged)  # validate now, not at the first step
+    where = "trio_mesa.compat.policy()"
+    _check(options, where)
+    merged = _layer(_scoped.get() or {}, options)
+    effective = _resolve(merged, where)  # validate now, not at the first step
     token = _scoped.set(merged)
     try:
         yield effective
@@ -70,37 +80,46 @@ def policy(**options: Any) -> Iterator[StepPolicy]:
 
 def current_policy(**overrides: Any) -> StepPolicy:
     """The `StepPolicy` a compat call made here and now would use (``overrides`` on top)."""
-    scoped = _scoped.get()
+    scoped = _scoped.get() or {}
     if overrides:
-        scoped = {**(scoped or {}), **overrides}
-    return _resolve(scoped)
+        scoped = _layer(scoped, overrides)
+    return _resolve(scoped, "trio_mesa.compat")
 
 
-def _resolve(scoped: dict[str, Any] | None) -> StepPolicy:
-    result = _defaults
-    if scoped:
-        result = result.replace(**_exclusive(scoped))
+def _resolve(scoped: dict[str, Any], where: str) -> StepPolicy:
+    result = _apply(_defaults, scoped, where) if scoped else _defaults
     if not result.strict and os.environ.get("TRIO_MESA_STRICT", "").strip() == "1":
         result = result.replace(strict=True)
     return result
 
 
-def _exclusive(options: dict[str, Any]) -> dict[str, Any]:
-    # max_concurrency and limiter exclude each other: setting one clears the other.
-    if options.get("max_concurrency") is not None and "limiter" not in options:
-        return {**options, "limiter": None}
-    if options.get("limiter") is not None and "max_concurrency" not in options:
-        return {**options, "max_concurrency": None}
-    return options
+def _apply(base: StepPolicy, options: dict[str, Any], where: str) -> StepPolicy:
+    try:
+        return base.replace(**options)
+    except (TypeError, ValueError) as exc:
+        raise type(exc)(f"{where}: {exc}") from None
 
 
-def _check_names(options: dict[str, Any]) -> None:
+def _layer(outer: dict[str, Any], options: dict[str, Any]) -> dict[str, Any]:
+    """``options`` over ``outer``: one layer's concurrency limit replaces the other's."""
+    merged = {**outer, **options}
+    if options.get("max_concurrency") is not None:
+        merged["limiter"] = None
+    elif options.get("limiter") is not None:
+        merged["max_concurrency"] = None
+    return merged
+
+
+def _check(options: dict[str, Any], where: str) -> None:
     unknown = sorted(set(options) - POLICY_FIELDS)
     if unknown:
         raise TypeError(
-            f"unknown trio_mesa.compat option(s) {', '.join(map(repr, unknown))}; "
+            f"{where}: unknown trio_mesa.compat option(s) {', '.join(map(repr, unknown))}; "
             f"expected some of {', '.join(sorted(POLICY_FIELDS))}"
         )
+    if options.get("max_concurrency") is not None and options.get("limiter") is not None:
+        # The very check StepPolicy makes, with its message: one layer may not set both.
+        _apply(StepPolicy(), options, where)
 
 
 def get_mode() -> Mode:

@@ -1,8 +1,9 @@
 """The stepping functions of `trio_mesa.compat`, with mesa-llm 0.3.2's names and parameters.
 
-Every function builds its `StepPolicy` at call time (see `_config`), validates all agents
-before any runs (`_prepare`) and drives the Trio core: on the caller's running asyncio
-loop when awaited (`trio_mesa._guest`), or on a fresh ``asyncio.run`` loop when called
+Every function builds its `StepPolicy` at call time (see `_config`) and hands it to
+trio-mesa's public asyncio entry points (`trio_mesa.aio_step_agents`,
+`trio_mesa.aio_call_agents`), which validate all agents before any runs: on the caller's
+running asyncio loop when awaited, or on a fresh ``asyncio.run`` loop when called
 synchronously.
 """
 
@@ -17,14 +18,13 @@ from typing import TYPE_CHECKING, Any
 import trio
 from mesa.agent import Agent
 
-from .._core import _prepare
-from .._guest import run_entries
-from .._outcome import Status
-from .._policy import StepPolicy
-from .._report import StepReport
+from trio_mesa import Status, StepPolicy, StepReport, aio_call_agents, aio_step_agents
+
 from ._config import current_policy, get_mode
 
 if TYPE_CHECKING:
+    from collections.abc import Iterable
+
     from mesa_llm.llm_agent import LLMAgent  # type: ignore[import-not-found]
 
 logger = logging.getLogger("trio_mesa")
@@ -50,8 +50,7 @@ async def step_agents_parallel(agents: list[Agent | LLMAgent]) -> StepReport:
             once every agent has finished, if any failed.
         KeyboardInterrupt, SystemExit: as raised by an agent, after the rest stopped.
     """
-    entries = _prepare(agents, None, (), {}, False)
-    return await run_entries(entries, current_policy())
+    return await aio_step_agents(agents, policy=current_policy(shuffle=False))
 
 
 def step_agents_multithreaded(agents: list[Agent | LLMAgent]) -> StepReport:
@@ -64,8 +63,7 @@ def step_agents_multithreaded(agents: list[Agent | LLMAgent]) -> StepReport:
     from a thread running an event loop, the step runs in a helper thread and this
     thread blocks until it ends, as mesa-llm's does. Errors as in `step_agents_parallel`.
     """
-    entries = _prepare(agents, None, (), {}, False)
-    return _run_blocking(entries, current_policy(sync_mode="thread"))
+    return _run_blocking(agents, current_policy(sync_mode="thread", shuffle=False))
 
 
 def step_agents_parallel_sync(agents: list[Agent | LLMAgent]) -> StepReport:
@@ -79,15 +77,14 @@ def step_agents_parallel_sync(agents: list[Agent | LLMAgent]) -> StepReport:
     """
     if get_mode() == "threading":
         return step_agents_multithreaded(agents)
-    entries = _prepare(agents, None, (), {}, False)
-    return _run_blocking(entries, current_policy())
+    return _run_blocking(agents, current_policy(shuffle=False))
 
 
 def step_set_sync(agent_set: Any) -> StepReport:
     """The automatic parallel ``shuffle_do("step")``: Mesa's shuffled order, one step."""
-    entries = _prepare(agent_set, None, (), {}, True)
-    mode_policy = current_policy(sync_mode="thread") if get_mode() == "threading" else None
-    return _run_blocking(entries, mode_policy or current_policy())
+    if get_mode() == "threading":
+        return _run_blocking(agent_set, current_policy(sync_mode="thread", shuffle=True))
+    return _run_blocking(agent_set, current_policy(shuffle=True))
 
 
 class AgentResults(list):  # type: ignore[type-arg]
@@ -125,18 +122,19 @@ async def _do_async(
     agent_set: Any, method: str, args: tuple[Any, ...], kwargs: dict[str, Any]
 ) -> AgentResults:
     logger.info("Running async method %r on %d agents", method, len(agent_set))
-    entries = _prepare(agent_set, method, args, kwargs, False)
-    return AgentResults(await run_entries(entries, current_policy()))
+    policy = current_policy(shuffle=False)
+    return AgentResults(await aio_call_agents(agent_set, method, *args, policy=policy, **kwargs))
 
 
-def _run_blocking(entries: list[Any], policy: StepPolicy) -> StepReport:
+def _run_blocking(agents: Iterable[Agent], policy: StepPolicy) -> StepReport:
     if _event_loop_running_here():
         # Running a loop inside a running loop is impossible; blocking this thread on a
         # step run elsewhere is what mesa-llm does here (asyncio.run in a worker thread).
         context = contextvars.copy_context()
         with ThreadPoolExecutor(1, thread_name_prefix="trio-mesa-step") as pool:
-            return pool.submit(context.run, asyncio.run, run_entries(entries, policy)).result()
-    return asyncio.run(run_entries(entries, policy))
+            step = aio_step_agents(agents, policy=policy)
+            return pool.submit(context.run, asyncio.run, step).result()
+    return asyncio.run(aio_step_agents(agents, policy=policy))
 
 
 def _event_loop_running_here() -> bool:

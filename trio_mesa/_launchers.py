@@ -1,0 +1,196 @@
+"""Launchers: how the scheduler starts a batch of agents of one flavor.
+
+The scheduler (`trio_mesa._scheduler`) decides *when* agents start and under which
+deadline; a launcher decides *how* one flavor runs: `TrioLauncher` (Trio-flavored
+``astep``, in its own Trio task), `ThreadLauncher` (sync ``step()`` in a worker thread,
+from its own Trio task), `InlineLauncher` (sync ``step()`` in the spawning task, one
+after another) and, for asyncio agents, `trio_mesa._aio_batches.AsyncioBatchLauncher`.
+Every launcher ends each agent with exactly one call to the step's `OutcomeRecorder` and
+gives its slot back.
+
+A batch is the agents started at the same instant; they share one deadline (their start
+plus ``timeout``, capped by the step's deadline), so a batch runs under one cancel scope,
+its own nursery's: a cancel scope per agent would cost as much as the agent's task.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+from typing import Any, Protocol
+
+import trio
+
+from ._prepare import Entry
+from ._recorder import OutcomeRecorder
+from ._slots import SharedSlots, Slots
+
+_INF = math.inf
+_TASK_NAME = "trio_mesa agent"  # spares Trio formatting a name for every task
+_now = trio.current_time
+
+
+class StepView(Protocol):
+    """What a launcher sees of its step (the scheduler's `Step` provides it)."""
+
+    entries: list[Entry]
+    recorder: OutcomeRecorder
+    slots: Slots | SharedSlots | None
+    abandon_threads: bool
+    now: Callable[[], float]
+
+    def is_removed(self, agent: Any) -> bool: ...  # pragma: no cover
+
+
+class TaskLauncher:
+    """A launcher that runs each agent of a batch in a Trio task of its own.
+
+    Subclasses define ``run_agent(i, start, deadline)``, which must record the agent's
+    outcome and give its slot back whatever happens.
+    """
+
+    def __init__(self, step: StepView) -> None:
+        self.step = step
+        self.entries = step.entries
+        self.recorder = step.recorder
+        self.slots = step.slots
+
+    def start(self, nursery: trio.Nursery, batch: list[int], start: float, deadline: float) -> None:
+        """Start the agents at these indices now; they share ``deadline``."""
+        if deadline == _INF:
+            run_agent = self.run_agent
+            start_soon = nursery.start_soon
+            for i in batch:
+                start_soon(run_agent, i, start, _INF, name=_TASK_NAME)
+        else:
+            nursery.start_soon(self._run_batch, batch, start, deadline)
+
+    async def _run_batch(self, batch: list[int], start: float, deadline: float) -> None:
+        async with trio.open_nursery() as nursery:
+            nursery.cancel_scope.deadline = deadline
+            run_agent = self.run_agent
+            start_soon = nursery.start_soon
+            for i in batch:
+                start_soon(run_agent, i, start, deadline, name=_TASK_NAME)
+
+    async def run_agent(self, i: int, start: float, deadline: float) -> None:
+        raise NotImplementedError  # pragma: no cover
+
+    def _cancelled(self, i: int, agent: Any, start: float, deadline: float) -> None:
+        # Our batch's deadline, fail_fast, or the caller's cancellation: record why
+        # before the Cancelled goes on to the scope that owns it.
+        recorder = self.recorder
+        if not recorder.stopping and _now() >= deadline:
+            recorder.timed_out(
+                i, agent, start, deadline, started=True, abandoned=self.abandons_on_cancel
+            )
+        else:
+            recorder.cancelled(i, agent, start)
+
+    #: Whether a cancelled agent's work goes on after the step stopped waiting for it.
+    abandons_on_cancel = False
+
+
+class TrioLauncher(TaskLauncher):
+    """Trio-flavored agents: ``await call()`` directly in the agent's Trio task."""
+
+    async def run_agent(self, i: int, start: float, deadline: float) -> None:
+        agent, call, _ = self.entries[i]
+        recorder = self.recorder
+        try:
+            if self.step.is_removed(agent):
+                recorder.skipped(i, agent)
+            elif deadline <= start:
+                recorder.timed_out(i, agent, start, deadline, started=False)
+            else:
+                result = await call()
+                recorder.ok(i, agent, result, self.step.now() - start)
+        except Exception as exc:
+            recorder.failed(i, agent, exc, start)
+        except trio.Cancelled:
+            self._cancelled(i, agent, start, deadline)
+            raise
+        finally:
+            if self.slots is not None:
+                self.slots.give_back(i)
+
+
+class ThreadLauncher(TaskLauncher):
+    """Sync agents in worker threads (``sync_mode="thread"``), at most ``max_threads``.
+
+    A thread cannot be interrupted: with ``abandon_threads=False`` a thread that outlives
+    its deadline is waited for and its outcome stands (`OutcomeRecorder.overran` warns);
+    with ``True`` the step stops waiting and the outcome is ``TIMED_OUT``, abandoned.
+    """
+
+    def __init__(self, step: StepView, max_threads: int) -> None:
+        super().__init__(step)
+        self.abandons_on_cancel = step.abandon_threads
+        self.limiter = trio.CapacityLimiter(max_threads)
+
+    async def run_agent(self, i: int, start: float, deadline: float) -> None:
+        agent, call, _ = self.entries[i]
+        recorder = self.recorder
+        try:
+            if self.step.is_removed(agent):
+                recorder.skipped(i, agent)
+            elif deadline <= start:
+                recorder.timed_out(i, agent, start, deadline, started=False)
+            else:
+                result = await trio.to_thread.run_sync(
+                    call, abandon_on_cancel=self.abandons_on_cancel, limiter=self.limiter
+                )
+                end = self.step.now()
+                if end >= deadline:
+                    recorder.overran(agent, deadline)
+                recorder.ok(i, agent, result, end - start)
+        except Exception as exc:
+            if self.step.now() >= deadline:
+                recorder.overran(agent, deadline)
+            recorder.failed(i, agent, exc, start)
+        except trio.Cancelled:
+            self._cancelled(i, agent, start, deadline)
+            raise
+        finally:
+            if self.slots is not None:
+                self.slots.give_back(i)
+
+
+class InlineLauncher:
+    """Sync agents inline (``sync_mode="inline"``): in the spawning task, one at a time.
+
+    They run one after another in start order, as Mesa's ``shuffle_do`` runs them, so
+    their effects on shared model state are deterministic. They cannot be interrupted,
+    so ``timeout`` does not apply; the step's deadline keeps later ones from starting.
+    """
+
+    def __init__(self, step: StepView) -> None:
+        self.step = step
+
+    async def run(self, i: int, step_deadline: float) -> None:
+        """Run agent ``i`` now, in the calling (spawning) task; its slot is taken."""
+        step = self.step
+        agent, call, _ = step.entries[i]
+        recorder = step.recorder
+        try:
+            # The checkpoint lets agents started so far begin their I/O, and is where
+            # fail_fast or the caller's cancellation reaches us.
+            await trio.lowlevel.checkpoint()
+            start = step.now()
+            if start >= step_deadline:
+                recorder.timed_out(i, agent, start, step_deadline, started=False)
+            elif step.is_removed(agent):
+                recorder.skipped(i, agent)
+            else:
+                try:
+                    result = call()
+                except Exception as exc:
+                    recorder.failed(i, agent, exc, start)
+                else:
+                    recorder.ok(i, agent, result, step.now() - start)
+        finally:
+            if step.slots is not None:
+                step.slots.give_back(i)
+
+
+__all__ = ["InlineLauncher", "StepView", "TaskLauncher", "ThreadLauncher", "TrioLauncher"]

@@ -1,0 +1,182 @@
+"""The scheduler: when each agent of a step starts, in which batch, under which deadline.
+
+One `Step` per call. Its spawner walks the prepared entries in start order, takes a
+concurrency slot for each, and hands batches (agents started at the same instant, so
+sharing one deadline) to the launcher of their flavor (`trio_mesa._launchers`). A batch
+ends where the spawner has to wait, for a free slot or an inline sync agent, so every
+agent's timeout still counts from the moment the step started it. Outcomes go to the
+step's `OutcomeRecorder`; the report is built once every task has finished.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import math
+from typing import Any
+
+import trio
+
+from ._aio_batches import AsyncioBatchLauncher
+from ._flavor import Flavor
+from ._hooks import HookCalls, get_outcome_hooks
+from ._launchers import InlineLauncher, ThreadLauncher, TrioLauncher
+from ._policy import StepPolicy
+from ._prepare import Entry
+from ._recorder import OutcomeRecorder
+from ._report import StepReport
+from ._slots import Slots, slots_for
+
+_INF = math.inf
+_now = trio.current_time
+_SYNC = Flavor.SYNC
+_ASYNCIO = Flavor.ASYNCIO
+_TRIO = Flavor.TRIO
+
+
+class Step:
+    """One step: its entries, policy, slots, recorder and one launcher per flavor present.
+
+    Runs in a Trio task (a Trio run, or a Trio guest run driven by asyncio). Asyncio
+    agents need ``loop``, the asyncio loop their tasks run on.
+    """
+
+    def __init__(
+        self,
+        entries: list[Entry],
+        policy: StepPolicy,
+        loop: asyncio.AbstractEventLoop | None = None,
+    ) -> None:
+        self.entries = entries
+        self.policy = policy
+        self.loop = loop
+        self.timeout = policy.effective_timeout
+        self.step_deadline = _INF
+        self.slots = slots_for(policy)
+        self.abandon_threads = policy.abandon_threads
+        model = getattr(entries[0][0], "model", None) if entries else None
+        # The first agent's model and its agent set: whether an agent was removed before
+        # its turn is asked per agent, so skip re-reading the model.agents property.
+        self.model = model
+        self.members = model.agents if model is not None else ()
+        self.now = _now
+        self.recorder = OutcomeRecorder(
+            len(entries),
+            policy,
+            HookCalls(get_outcome_hooks() + policy.hooks),
+            getattr(model, "steps", None),
+            _now,
+        )
+        self.launchers: dict[Flavor, Any] = {}
+        self.inline: InlineLauncher | None = None
+
+    def is_removed(self, agent: Any) -> bool:
+        """Whether ``agent`` left its model before its turn (Mesa's shuffle_do skips it)."""
+        model = agent.model
+        return agent not in (self.members if model is self.model else model.agents)
+
+    async def run(self) -> StepReport:
+        """Run every agent; return the report (strict mode: raise `StepFailed`)."""
+        # The run's clock read directly: trio.current_time() looks the runner up first.
+        now = self.now = self.recorder.now = trio.lowlevel.current_clock().current_time
+        start = now()
+        if self.policy.deadline is not None:
+            self.step_deadline = self.recorder.step_deadline = start + self.policy.deadline
+        self._make_launchers()
+        try:
+            async with trio.open_nursery() as nursery:
+                self.recorder.cancel_step = nursery.cancel_scope.cancel
+                await self._spawn(nursery)
+        except BaseExceptionGroup as group:
+            raise _unwrap_fatal(group) from None
+        report = self.recorder.report([e[0] for e in self.entries], now() - start)
+        if self.policy.strict:
+            report.raise_for_failures()
+        return report
+
+    def _make_launchers(self) -> None:
+        flavors = {e[2] for e in self.entries}
+        if _TRIO in flavors:
+            self.launchers[_TRIO] = TrioLauncher(self)
+        if _SYNC in flavors:
+            if self.policy.sync_mode == "inline":
+                self.inline = InlineLauncher(self)
+            else:
+                self.launchers[_SYNC] = ThreadLauncher(self, self.policy.max_threads)
+        if _ASYNCIO in flavors:
+            if self.loop is None:
+                raise RuntimeError("internal: asyncio-flavored agents need an asyncio loop")
+            self.launchers[_ASYNCIO] = AsyncioBatchLauncher(self, self.loop)
+
+    async def _spawn(self, nursery: trio.Nursery) -> None:
+        slots = self.slots
+        counter = slots if type(slots) is Slots else None
+        inline = self.inline
+        recorder = self.recorder
+        n = len(self.entries)
+        if (slots is None or (counter is not None and counter.free >= n)) and inline is None:
+            # Nothing to wait for (no inline sync agent, a free slot for every agent):
+            # the loop below would start them all as one batch without a checkpoint,
+            # so do just that, without walking the agents one by one.
+            if counter is not None:
+                counter.free -= n
+            self._start_batch(nursery, list(range(n)))
+            return
+        batch: list[int] = []  # indices of the agents started at the same instant
+        for i, entry in enumerate(self.entries):
+            if recorder.stopping:
+                break
+            if counter is not None and counter.free:
+                counter.free -= 1  # Slots.take_nowait, inlined: it runs per agent
+            elif slots is not None and not slots.take_nowait(i):
+                self._start_batch(nursery, batch)
+                batch = []
+                with trio.CancelScope(deadline=self.step_deadline) as waiting:
+                    await slots.take(i)
+                if waiting.cancelled_caught:  # the step deadline passed while waiting
+                    return
+            if inline is not None and entry[2] is _SYNC:
+                self._start_batch(nursery, batch)
+                batch = []
+                await inline.run(i, self.step_deadline)
+            else:
+                batch.append(i)
+        self._start_batch(nursery, batch)
+
+    def _start_batch(self, nursery: trio.Nursery, batch: list[int]) -> None:
+        """Start the agents at these indices, all now, sharing one deadline."""
+        if not batch:
+            return
+        start = self.now()
+        deadline = start + self.timeout
+        if deadline > self.step_deadline:
+            deadline = self.step_deadline
+        launchers = self.launchers
+        if len(launchers) == 1:  # one flavor: the batch as it is
+            for launcher in launchers.values():
+                launcher.start(nursery, batch, start, deadline)
+            return
+        entries = self.entries
+        by_flavor: dict[Flavor, list[int]] = {}
+        for i in batch:
+            by_flavor.setdefault(entries[i][2], []).append(i)
+        for flavor, part in by_flavor.items():
+            launchers[flavor].start(nursery, part, start, deadline)
+
+
+def _unwrap_fatal(group: BaseExceptionGroup) -> BaseException:
+    """The KeyboardInterrupt or SystemExit inside ``group``, or the group itself.
+
+    Only those (and Cancelled) can escape the agent tasks, since every Exception is
+    captured; users expect ``except KeyboardInterrupt`` to work, not ``except*``.
+    """
+    for kind in (KeyboardInterrupt, SystemExit):
+        match = group.subgroup(kind)
+        if match is not None:
+            leaf: BaseException = match
+            while isinstance(leaf, BaseExceptionGroup):
+                leaf = leaf.exceptions[0]
+            return leaf
+    return group
+
+
+__all__ = ["Step"]
