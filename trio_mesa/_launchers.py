@@ -54,6 +54,7 @@ class TaskLauncher:
         self.entries = step.entries
         self.recorder = step.recorder
         self.slots = step.slots
+        self.now = step.now  # the run's clock: launchers are made once it is known
 
     def start(self, nursery: trio.Nursery, batch: list[int], start: float, deadline: float) -> None:
         """Start the agents at these indices now; they share ``deadline``."""
@@ -104,7 +105,7 @@ class TrioLauncher(TaskLauncher):
                 recorder.timed_out(i, agent, start, deadline, started=False)
             else:
                 result = await call()
-                recorder.ok(i, agent, result, self.step.now() - start)
+                recorder.ok(i, agent, result, self.now() - start)
         except Exception as exc:
             recorder.failed(i, agent, exc, start)
         except trio.Cancelled:

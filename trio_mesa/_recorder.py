@@ -40,6 +40,7 @@ class OutcomeRecorder:
         "hooks",
         "model_step",
         "now",
+        "on_ok",
         "outcomes",
         "step_deadline",
         "stopped_by",
@@ -59,6 +60,7 @@ class OutcomeRecorder:
         self.deadline_limit = policy.deadline
         self.fail_fast = policy.fail_fast
         self.hooks = hooks
+        self.on_ok = hooks.on_ok
         self.model_step = model_step
         self.now = now
         self.step_deadline = _INF
@@ -77,8 +79,9 @@ class OutcomeRecorder:
         outcome = self.outcomes[i] = _new_outcome(
             AgentOutcome, (agent, agent.unique_id, _OK, None, result, duration, attempts, False)
         )
-        for hook in self.hooks.on_ok:
-            call_safely(hook, outcome)
+        if self.on_ok:
+            for hook in self.on_ok:
+                call_safely(hook, outcome)
 
     def skipped(self, i: int, agent: Any) -> None:
         """Agent ``i`` was removed from its model before its turn: not called."""

@@ -82,6 +82,17 @@ class Step:
         if self.policy.deadline is not None:
             self.step_deadline = self.recorder.step_deadline = start + self.policy.deadline
         self._make_launchers()
+        if (
+            type(self.slots) is Slots
+            and self.inline is None
+            and self.slots.free >= len(self.entries)
+        ):
+            # A slot for every agent and nothing that could wait for one (only this
+            # step's spawner waits on its own Slots, and it will not): giving slots
+            # back would be bookkeeping nobody reads, on a path taken per agent.
+            self.slots = None
+            for launcher in self.launchers.values():
+                launcher.slots = None
         try:
             async with trio.open_nursery() as nursery:
                 self.recorder.cancel_step = nursery.cancel_scope.cancel
@@ -112,14 +123,11 @@ class Step:
         counter = slots if type(slots) is Slots else None
         inline = self.inline
         recorder = self.recorder
-        n = len(self.entries)
-        if (slots is None or (counter is not None and counter.free >= n)) and inline is None:
-            # Nothing to wait for (no inline sync agent, a free slot for every agent):
-            # the loop below would start them all as one batch without a checkpoint,
-            # so do just that, without walking the agents one by one.
-            if counter is not None:
-                counter.free -= n
-            self._start_batch(nursery, list(range(n)))
+        if slots is None and inline is None:
+            # Nothing to wait for (no inline sync agent, no slot to take): the loop
+            # below would start them all as one batch without a checkpoint, so do
+            # just that, without walking the agents one by one.
+            self._start_batch(nursery, list(range(len(self.entries))))
             return
         batch: list[int] = []  # indices of the agents started at the same instant
         for i, entry in enumerate(self.entries):
