@@ -144,7 +144,6 @@ def _run_with_progress(scenario: Scenario, options: dict[str, Any]) -> RunResult
         result = run_scenario(scenario, **options)
         sys.stdout.write(render_text(result))
         return result
-    steps = options.get("steps") or scenario.steps
     err = Console(stderr=True)
     with Progress(
         TextColumn("[bold]{task.description}"),
@@ -154,7 +153,7 @@ def _run_with_progress(scenario: Scenario, options: dict[str, Any]) -> RunResult
         console=err,
         transient=True,
     ) as progress:
-        task = progress.add_task(f"{scenario.name}", total=steps, last="")
+        task = progress.add_task(f"{scenario.name}", total=scenario.steps, last="")
 
         def on_step(step: StepResult) -> None:
             ok = step.counts[Status.OK]
