@@ -242,9 +242,9 @@ def render_text(result: RunResult) -> str:
         lines.append("  ".join(c.rjust(w) for c, w in zip(r, widths, strict=False)) + "  " + r[-1])
     last = _last_not_ok(result)
     if last is not None:
-        step, rows = last
-        lines.append(f"step {step}: the {len(rows)} agent(s) that did not succeed")
-        lines.extend(f"  {uid}  {cls}  {status}  {text}" for uid, cls, status, text in rows)
+        step, not_ok = last
+        lines.append(f"step {step}: the {len(not_ok)} agent(s) that did not succeed")
+        lines.extend(f"  {uid}  {cls}  {status}  {text}" for uid, cls, status, text in not_ok)
     return "\n".join([*lines, *_baseline_lines(result), *_verdict(result)]) + "\n"
 
 
