@@ -17,7 +17,7 @@ import math
 from typing import Any
 
 import mesa
-from mesa.discrete_space import CellAgent, OrthogonalMooreGrid
+from mesa.discrete_space import Cell, CellAgent, OrthogonalMooreGrid
 
 from trio_mesa import Flavor, trio_native
 
@@ -30,6 +30,9 @@ class FakeLLMAgent(CellAgent):
     """Base of the fake agents: one fake LLM call per step, then act on the reply."""
 
     flavor: Flavor
+    # Mesa's CellAgent property (``Cell | None``), declared for the type checker only:
+    # mesa ships no types, and FakeLLMModel puts every agent on a cell it never leaves.
+    cell: Cell
 
     def __init__(self, model: FakeLLMModel, llm: FakeLLM) -> None:
         super().__init__(model)

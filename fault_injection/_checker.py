@@ -14,7 +14,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
-from trio_mesa import Status, StepFailed, StepReport
+from trio_mesa import StepFailed, StepReport
 
 from ._oracle import ExpectedStep
 
@@ -148,8 +148,3 @@ def _check_report(expected: ExpectedStep, report: StepReport) -> list[str]:
                 f"expected by {reason}"
             )
     return out
-
-
-def statuses_of(report: StepReport) -> dict[int, Status]:
-    """``unique_id`` -> `Status` of a report."""
-    return {o.unique_id: o.status for o in report.outcomes}

@@ -144,7 +144,6 @@ def _run_with_progress(scenario: Scenario, options: dict[str, Any]) -> RunResult
         result = run_scenario(scenario, **options)
         sys.stdout.write(render_text(result))
         return result
-    steps = options.get("steps") or scenario.steps
     err = Console(stderr=True)
     with Progress(
         TextColumn("[bold]{task.description}"),
@@ -154,7 +153,7 @@ def _run_with_progress(scenario: Scenario, options: dict[str, Any]) -> RunResult
         console=err,
         transient=True,
     ) as progress:
-        task = progress.add_task(f"{scenario.name}", total=steps, last="")
+        task = progress.add_task(f"{scenario.name}", total=scenario.steps, last="")
 
         def on_step(step: StepResult) -> None:
             ok = step.counts[Status.OK]
@@ -243,9 +242,9 @@ def render_text(result: RunResult) -> str:
         lines.append("  ".join(c.rjust(w) for c, w in zip(r, widths, strict=False)) + "  " + r[-1])
     last = _last_not_ok(result)
     if last is not None:
-        step, rows = last
-        lines.append(f"step {step}: the {len(rows)} agent(s) that did not succeed")
-        lines.extend(f"  {uid}  {cls}  {status}  {text}" for uid, cls, status, text in rows)
+        step, not_ok = last
+        lines.append(f"step {step}: the {len(not_ok)} agent(s) that did not succeed")
+        lines.extend(f"  {uid}  {cls}  {status}  {text}" for uid, cls, status, text in not_ok)
     return "\n".join([*lines, *_baseline_lines(result), *_verdict(result)]) + "\n"
 
 

@@ -101,10 +101,3 @@ def latency_from_value(value: Any, where: str = "latency") -> Latency:
         raise TypeError(f"{where}: bad parameters for {kind!r} latency: {exc}") from None
     except ValueError as exc:
         raise ValueError(f"{where}: {exc}") from None
-
-
-def latency_to_value(latency: Latency) -> dict[str, Any]:
-    """The TOML/JSON table for ``latency`` (inverse of `latency_from_value`)."""
-    kind = {Fixed: "fixed", Uniform: "uniform", LogNormal: "lognormal"}[type(latency)]
-    fields = {name: getattr(latency, name) for name in latency.__slots__}  # type: ignore[union-attr]
-    return {"kind": kind, **fields}

@@ -46,7 +46,7 @@ class CallRandom:
 
     Seeding a ``random.Random`` costs about 20 us; a run draws one generator per call
     (10,000 in a 100 x 100 run), so calls use this instead. Same key, same numbers, on
-    every platform and Python version. The mixing function (`_mix`) is written out in
+    every platform and Python version. SplitMix64's mixing function is written out in
     ``__init__`` and ``random``: a Python call per mix was a third of a plan's cost.
     """
 
@@ -55,20 +55,17 @@ class CallRandom:
     def __init__(self, *key: int) -> None:
         state = _GOLDEN
         for k in key:
-            # state = _mix((state ^ (k & _MASK)) * _GOLDEN & _MASK), inlined
+            # state = mix((state ^ k) * _GOLDEN), all modulo 2**64
             z = (state ^ (k & _MASK)) * _GOLDEN & _MASK
             z = ((z ^ (z >> 30)) * 0xBF58476D1CE4E5B9) & _MASK
             z = ((z ^ (z >> 27)) * 0x94D049BB133111EB) & _MASK
             state = z ^ (z >> 31)
         self._state = state
 
-    def _next(self) -> int:
-        self._state = z = (self._state + _GOLDEN) & _MASK
-        return _mix(z)
-
     def random(self) -> float:
         """A float in [0, 1)."""
-        # (self._next() >> 11) * 2.0**-53, with _next and _mix inlined
+        # SplitMix64's next output (advance the state by _GOLDEN, mix it); its top 53
+        # bits, scaled to [0, 1)
         self._state = z = (self._state + _GOLDEN) & _MASK
         z = ((z ^ (z >> 30)) * 0xBF58476D1CE4E5B9) & _MASK
         z = ((z ^ (z >> 27)) * 0x94D049BB133111EB) & _MASK
@@ -84,17 +81,6 @@ class CallRandom:
 
     def choice(self, seq: Any) -> Any:
         return seq[int(self.random() * len(seq))]
-
-
-def _mix(z: int) -> int:
-    z = ((z ^ (z >> 30)) * 0xBF58476D1CE4E5B9) & _MASK
-    z = ((z ^ (z >> 27)) * 0x94D049BB133111EB) & _MASK
-    return z ^ (z >> 31)
-
-
-def _quantize(seconds: float) -> float:
-    k = math.floor(seconds / (2 * _GRID))
-    return (2 * k + 1) * _GRID
 
 
 @dataclass(frozen=True, slots=True)
@@ -207,7 +193,7 @@ class FaultPlan:
             band = self._band
             if abs(latency - limit) < band:
                 latency = limit - band if latency < limit else limit + band
-        # _quantize(max(latency, 0.0)), inlined: the same expressions, the same floats
+        # Round down to an odd multiple of the grid (see _GRID)
         k = math.floor(max(latency, 0.0) / (2 * _GRID))
         latency = (2 * k + 1) * _GRID
         if latency == limit:  # only for a limit that is itself an odd multiple of the grid

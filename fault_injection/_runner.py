@@ -5,7 +5,9 @@ On the Trio host (default) the whole run is one ``trio.run``, under
 set: a 30-second latency costs nothing and every run is exactly the same. With
 ``real_time`` (and always on the asyncio host) latencies and time limits are multiplied by
 the scenario's ``real_time_scale``. The expected outcomes are computed before the first
-step runs; each step is then checked as soon as it ends (`check_step`). A step that
+step runs; each step is then checked as soon as it ends (`check_step`). Both hosts run
+the same step loop (`_run_steps`): a host only supplies how a step is called and how
+leftover tasks are found (its `_Stepper`). A step that
 raises ``KeyboardInterrupt`` ends the run (as it would end a user's simulation); so does
 a step that raises anything the oracle did not plan.
 """
@@ -20,7 +22,7 @@ from collections import Counter
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
-from typing import Any, Literal
+from typing import Any, Literal, Protocol
 
 import trio
 
@@ -187,24 +189,7 @@ async def _run_on_trio(
 ) -> None:
     model = FakeLLMModel(plan, scale=scale)
     options = plan.scenario.policy(scale).as_kwargs()
-    for exp in expected.steps:
-        before = _trio_tasks()
-        observe = _Observation(model, exp)
-        report, raised = None, None
-        try:
-            with _collector_held_off(result.real_time):
-                report = await trio_mesa.step_agents(model.agents, **options)
-        except StepFailed as exc:
-            report, raised = exc.report, exc
-        except (Exception, KeyboardInterrupt) as exc:
-            raised = exc
-        leftover = [t.name for t in _trio_tasks() - before]
-        step = observe.finish(report, raised, scale, leftover=leftover)
-        result.steps.append(step)
-        if on_step is not None:
-            on_step(step)
-        if raised is not None and not isinstance(raised, StepFailed):
-            break
+    await _run_steps(_TrioStepper(options), model, expected, scale, result, on_step)
 
 
 def _run_on_asyncio(
@@ -220,34 +205,108 @@ def _run_on_asyncio(
     async def main() -> None:
         model = FakeLLMModel(plan, scale=scale)
         policy = plan.scenario.policy(scale)
-        me = asyncio.current_task()
+        stepper = _AsyncioStepper()
         # The scenario's whole policy: compat's own defaults differ (sync agents in
         # threads), and both hosts must run the same policy to give the same table.
         with compat.policy(**policy.as_kwargs()):
-            for exp in expected.steps:
-                observe = _Observation(model, exp)
-                # mesa-llm callers pass list(model.agents); shuffle it as Mesa would.
-                agents = list(model.agents)
-                model.random.shuffle(agents)
-                report, raised = None, None
-                try:
-                    with _collector_held_off(True):
-                        report = await compat.step_agents_parallel(agents)
-                except StepFailed as exc:
-                    report, raised = exc.report, exc
-                except (Exception, KeyboardInterrupt) as exc:
-                    raised = exc
-                pending = [t for t in asyncio.all_tasks() if t is not me and not t.done()]
-                step = observe.finish(
-                    report, raised, scale, leftover=[t.get_name() for t in pending]
-                )
-                result.steps.append(step)
-                if on_step is not None:
-                    on_step(step)
-                if raised is not None and not isinstance(raised, StepFailed):
-                    break
+            await _run_steps(stepper, model, expected, scale, result, on_step)
 
     asyncio.run(main())
+
+
+async def _run_steps(
+    stepper: _Stepper,
+    model: FakeLLMModel,
+    expected: ExpectedRun,
+    scale: float,
+    result: RunResult,
+    on_step: Callable[[StepResult], None] | None,
+) -> None:
+    """The step loop of both hosts: step, observe, check, report, one oracle step at a time.
+
+    A step that raises `StepFailed` still has its report checked; one that raises
+    anything else (``KeyboardInterrupt``, an error the oracle did not plan) is checked
+    and ends the run, as it would end a user's simulation.
+    """
+    for exp in expected.steps:
+        stepper.before_step()
+        observe = _Observation(model, exp)
+        report: StepReport | None = None
+        raised: BaseException | None = None
+        try:
+            with _collector_held_off(result.real_time):
+                report = await stepper.step(model)
+        except StepFailed as exc:
+            report, raised = exc.report, exc
+        except (Exception, KeyboardInterrupt) as exc:
+            raised = exc
+        step = observe.finish(report, raised, scale, leftover=stepper.leftover_tasks())
+        result.steps.append(step)
+        if on_step is not None:
+            on_step(step)
+        if raised is not None and not isinstance(raised, StepFailed):
+            break
+
+
+class _Stepper(Protocol):
+    """One host's way to run a step, and to name the tasks a step left behind."""
+
+    def before_step(self) -> None:
+        """Called just before each step (and before the model counts it)."""
+
+    async def step(self, model: FakeLLMModel) -> StepReport:
+        """Step every agent of ``model`` once; raise what the step raised."""
+        ...
+
+    def leftover_tasks(self) -> list[str]:
+        """Names of the tasks still running after the step (none, if nothing leaked)."""
+        ...
+
+
+class _TrioStepper:
+    """The Trio host: `trio_mesa.step_agents`, which shuffles ``model.agents`` itself.
+
+    Leftover tasks are the Trio tasks that exist after the step and did not before it.
+    """
+
+    def __init__(self, options: dict[str, Any]) -> None:
+        self._options = options
+        self._before: set[trio.lowlevel.Task] = set()
+
+    def before_step(self) -> None:
+        self._before = _trio_tasks()
+
+    async def step(self, model: FakeLLMModel) -> StepReport:
+        return await trio_mesa.step_agents(model.agents, **self._options)
+
+    def leftover_tasks(self) -> list[str]:
+        return [t.name for t in _trio_tasks() - self._before]
+
+
+class _AsyncioStepper:
+    """The asyncio host: mesa-llm's own call, through ``trio_mesa.compat``.
+
+    Made inside the running loop, by the task that runs the steps: leftover tasks are
+    every unfinished asyncio task but that one.
+    """
+
+    def __init__(self) -> None:
+        self._me = asyncio.current_task()
+
+    def before_step(self) -> None:
+        pass
+
+    async def step(self, model: FakeLLMModel) -> StepReport:
+        # mesa-llm callers pass list(model.agents); shuffle it as Mesa would.
+        from trio_mesa import compat  # already imported by _run_on_asyncio
+
+        agents = list(model.agents)
+        model.random.shuffle(agents)
+        return await compat.step_agents_parallel(agents)
+
+    def leftover_tasks(self) -> list[str]:
+        me = self._me
+        return [t.get_name() for t in asyncio.all_tasks() if t is not me and not t.done()]
 
 
 @contextmanager
@@ -293,8 +352,7 @@ class _Observation:
         raised: BaseException | None,
         scale: float,
         *,
-        leftover: list[str] = (),  # type: ignore[assignment]
-        pending: list[Any] = (),  # type: ignore[assignment]
+        leftover: list[str],
     ) -> StepResult:
         model = self.model
         pending_aio = [t for t in model.aio_tasks if t is not None and not t.done()]
@@ -308,8 +366,8 @@ class _Observation:
             tally_after=model.tally,
             calls_after={a.unique_id: a.llm.calls for a in model.agents},
             running_after=set(model.running),
-            pending_aio_tasks=pending_aio + list(pending),
-            leftover_tasks=list(leftover),
+            pending_aio_tasks=pending_aio,
+            leftover_tasks=leftover,
         )
         mismatches = check_step(self.expected, observed)
         statuses: dict[Any, Status] = {}
