@@ -55,8 +55,8 @@ class RateLimit:
     ``burst`` slots may be taken at the same instant when the limit has been idle long
     enough to have saved them. Formally (GCRA): among any ``k`` consecutive starts, the
     last is at least ``(k - burst) * per / rate`` seconds after the first; so any
-    window of ``per`` seconds holds at most ``burst + rate`` starts (and at most
-    ``burst - 1 + rate`` when ``rate`` is an integer).
+    half-open window ``[t, t + per)`` holds at most ``burst + ceil(rate) - 1`` starts
+    (``rate`` starts when ``burst=1`` and ``rate`` is an integer).
 
     ``burst=None`` (default) means ``1``: starts strictly spaced ``per / rate`` apart,
     never two at the same instant. That is the safest against a provider's quota, whose
