@@ -124,7 +124,10 @@ class CircuitBreaker:
         self._opened_at: float | None = None
         self._reset_at: float | None = None
         self._reason = ""
-        self._in_flight = 0  # probes admitted and not yet back
+        # Probes admitted and not yet back. Not reset when a probe's verdict moves the
+        # state: other probes of that half-open spell are still calling the provider,
+        # and while they are, they take their slots in the next one.
+        self._in_flight = 0
         self._events: list[BreakerEvent] = []
 
     def __repr__(self) -> str:
@@ -245,7 +248,6 @@ class CircuitBreaker:
             self._in_flight = max(0, self._in_flight - 1)
             if self._state == "half_open":
                 self._state = "closed"
-                self._in_flight = 0
                 self._recent.clear()
                 self._events.append(BreakerEvent(now, "closed", "a probe call succeeded"))
 
@@ -299,7 +301,6 @@ class CircuitBreaker:
         self._opened_at = now
         self._reset_at = now + self._reset_after
         self._reason = reason
-        self._in_flight = 0
         self._recent.clear()
         self._events.append(BreakerEvent(now, "opened", reason))
 
