@@ -17,6 +17,7 @@ from typing import cast
 
 import tenacity
 
+from ._breaker import CircuitOpen
 from ._checks import check_count, check_seconds
 from ._errors import AgentCancelled, AgentTimeout
 
@@ -63,6 +64,11 @@ _NEVER_NAMES = frozenset(
         "UnprocessableEntityError",
     }
 )
+
+
+# trio_mesa's own: a time limit, fail_fast, or an open circuit ended the attempt, not
+# the provider. And ValueError, JSONDecodeError's base: the same input fails again.
+_OWN_OR_VALUE = (AgentTimeout, AgentCancelled, CircuitOpen, ValueError)
 
 
 def _status_code(exc: BaseException) -> int | None:
@@ -115,11 +121,7 @@ def is_transient(exc: BaseException) -> bool:
     if isinstance(exc, BaseExceptionGroup):
         leaves = _leaves(exc)
         return bool(leaves) and all(is_transient(leaf) for leaf in leaves)
-    if isinstance(exc, (AgentTimeout, AgentCancelled, ValueError)) or _named(exc, _NEVER_NAMES):
-        return False
-    from ._breaker import CircuitOpen  # _breaker imports nothing from here; avoid a cycle
-
-    if isinstance(exc, CircuitOpen):
+    if isinstance(exc, _OWN_OR_VALUE) or _named(exc, _NEVER_NAMES):
         return False
     code = _status_code(exc)
     if code is not None and (code in _TRANSIENT_STATUS or 500 <= code <= 599):
