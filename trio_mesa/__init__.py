@@ -13,20 +13,27 @@ Every agent runs in its own Trio task; an agent's exception is captured in its
 from importlib.metadata import PackageNotFoundError, version
 
 from ._api import aio_call_agents, aio_step_agents, call_agents, run_step, step_agents
+from ._breaker import CircuitBreaker, CircuitOpen
 from ._errors import AgentCancelled, AgentTimeout, StepFailed
 from ._flavor import Flavor, trio_native
 from ._hooks import LoggingHook, OutcomeHook, get_outcome_hooks, set_outcome_hooks
 from ._outcome import AgentOutcome, Status
 from ._policy import StepPolicy
+from ._rate_limit import RateLimit
 from ._report import StepReport
+from ._retry import Retry, is_transient, retry_after_of
 
 __all__ = [
     "AgentCancelled",
     "AgentOutcome",
     "AgentTimeout",
+    "CircuitBreaker",
+    "CircuitOpen",
     "Flavor",
     "LoggingHook",
     "OutcomeHook",
+    "RateLimit",
+    "Retry",
     "Status",
     "StepFailed",
     "StepPolicy",
@@ -35,6 +42,8 @@ __all__ = [
     "aio_step_agents",
     "call_agents",
     "get_outcome_hooks",
+    "is_transient",
+    "retry_after_of",
     "run_step",
     "set_outcome_hooks",
     "step_agents",

@@ -21,6 +21,7 @@ from typing import Any
 
 import trio
 
+from ._attempts import AgentCall
 from ._launchers import StepView
 
 _reschedule = trio.lowlevel.reschedule
@@ -42,7 +43,12 @@ class AsyncioBatchLauncher:
     def start(self, nursery: trio.Nursery, batch: list[int], start: float, deadline: float) -> None:
         entries = self.step.entries
         aio = [(i, entries[i][0], entries[i][1]) for i in batch]
-        nursery.start_soon(_AioBatch(self, aio, start, deadline).run)
+        run = _AioBatch(self, aio, start, deadline)
+        meters = self.step.meters
+        if meters is not None:
+            run.turns = {i: AgentCall(i, entries[i][0], start, deadline) for i in batch}
+            meters.reserve_in_order(list(run.turns.values()))
+        nursery.start_soon(run.run)
 
 
 class _AioBatch:
@@ -58,6 +64,7 @@ class _AioBatch:
         "remaining",
         "start",
         "tasks",
+        "turns",
         "waiter",
     )
 
@@ -78,6 +85,7 @@ class _AioBatch:
         self.cancelling = False  # we cancelled the tasks (deadline, fail_fast, caller)
         self.fatal: BaseException | None = None
         self.raise_cancel: Callable[[], Any] | None = None
+        self.turns: dict[int, AgentCall] = {}  # with meters: each agent's turn
 
     async def run(self) -> None:
         if self.deadline <= self.start:
@@ -127,6 +135,8 @@ class _AioBatch:
         step = self.launcher.step
         recorder = step.recorder
         start = self.start
+        meters = step.meters
+        turn = None if meters is None else self.turns[i]
         try:
             if self.cancelling:  # an earlier agent of this batch ended the batch
                 if not recorder.stopping and self.fatal is None and _now() >= self.deadline:
@@ -135,21 +145,27 @@ class _AioBatch:
             if step.is_removed(agent):
                 recorder.skipped(i, agent)
                 return
+            if turn is not None:
+                await meters.run(turn, call, asyncio.sleep)  # type: ignore[union-attr]
+                return
             result = await call()
             recorder.ok(i, agent, result, _now() - start)
         except Exception as exc:
-            recorder.failed(i, agent, exc, start)
+            recorder.failed(i, agent, exc, start, 1 if turn is None else max(turn.attempts, 1))
         except asyncio.CancelledError as exc:
+            attempts = 1 if turn is None else turn.attempts
             if not self.cancelling:
                 # Not ours: the agent's own, or other code cancelled it. As with
                 # asyncio.gather(return_exceptions=True), that is this agent's outcome,
                 # not the step's: if the caller is being cancelled too (asyncio.run
                 # shutting down), its own cancellation ends the step.
-                recorder.cancelled(i, agent, start, external=exc)
+                recorder.cancelled(i, agent, start, external=exc, attempts=attempts)
             elif not recorder.stopping and _now() >= self.deadline:
-                recorder.timed_out(i, agent, start, self.deadline, started=True)
+                recorder.timed_out(
+                    i, agent, start, self.deadline, started=attempts > 0, attempts=attempts
+                )
             else:
-                recorder.cancelled(i, agent, start)
+                recorder.cancelled(i, agent, start, attempts=attempts)
         except BaseException as exc:  # KeyboardInterrupt, SystemExit: end the whole step
             self._fail_step(exc)
         finally:

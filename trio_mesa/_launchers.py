@@ -21,6 +21,7 @@ from typing import Any, Protocol
 
 import trio
 
+from ._attempts import AgentCall, Meters
 from ._prepare import Entry
 from ._recorder import OutcomeRecorder
 from ._slots import SharedSlots, Slots
@@ -36,6 +37,7 @@ class StepView(Protocol):
     entries: list[Entry]
     recorder: OutcomeRecorder
     slots: Slots | SharedSlots | None
+    meters: Meters | None
     abandon_threads: bool
     now: Callable[[], float]
 
@@ -55,9 +57,17 @@ class TaskLauncher:
         self.recorder = step.recorder
         self.slots = step.slots
         self.now = step.now  # the run's clock: launchers are made once it is known
+        self.meters = step.meters
+        self.turns: dict[int, AgentCall] = {}  # metered agents started, not yet running
+        if self.meters is not None:  # chosen once, so the plain path pays nothing
+            self.run_agent = self._run_metered  # type: ignore[method-assign]
 
     def start(self, nursery: trio.Nursery, batch: list[int], start: float, deadline: float) -> None:
         """Start the agents at these indices now; they share ``deadline``."""
+        if self.meters is not None:
+            turns = [AgentCall(i, self.entries[i][0], start, deadline) for i in batch]
+            self.meters.reserve_in_order(turns)
+            self.turns.update(zip(batch, turns, strict=True))
         if deadline == _INF:
             run_agent = self.run_agent
             start_soon = nursery.start_soon
@@ -77,16 +87,48 @@ class TaskLauncher:
     async def run_agent(self, i: int, start: float, deadline: float) -> None:
         raise NotImplementedError  # pragma: no cover
 
-    def _cancelled(self, i: int, agent: Any, start: float, deadline: float) -> None:
+    def invoke(self, agent: Any, call: Callable[[], Any], deadline: float) -> Callable[[], Any]:
+        """How one attempt of ``call`` runs under `Meters` (a zero-argument awaitable)."""
+        return call
+
+    async def _run_metered(self, i: int, start: float, deadline: float) -> None:
+        agent, call, _ = self.entries[i]
+        recorder = self.recorder
+        turn = self.turns.pop(i)
+        try:
+            if self.step.is_removed(agent):
+                recorder.skipped(i, agent)
+            elif deadline <= start:
+                recorder.timed_out(i, agent, start, deadline, started=False)
+            else:
+                await self.meters.run(turn, self.invoke(agent, call, deadline), trio.sleep)  # type: ignore[union-attr]
+        except Exception as exc:  # raised by a Retry(on=predicate), say: the agent's
+            recorder.failed(i, agent, exc, start, attempts=max(turn.attempts, 1))
+        except trio.Cancelled:
+            self._cancelled(i, agent, start, deadline, turn.attempts)
+            raise
+        finally:
+            if self.slots is not None:
+                self.slots.give_back(i)
+
+    def _cancelled(
+        self, i: int, agent: Any, start: float, deadline: float, attempts: int = 1
+    ) -> None:
         # Our batch's deadline, fail_fast, or the caller's cancellation: record why
         # before the Cancelled goes on to the scope that owns it.
         recorder = self.recorder
         if not recorder.stopping and _now() >= deadline:
             recorder.timed_out(
-                i, agent, start, deadline, started=True, abandoned=self.abandons_on_cancel
+                i,
+                agent,
+                start,
+                deadline,
+                started=attempts > 0,
+                abandoned=self.abandons_on_cancel and attempts > 0,
+                attempts=attempts,
             )
         else:
-            recorder.cancelled(i, agent, start)
+            recorder.cancelled(i, agent, start, attempts=attempts)
 
     #: Whether a cancelled agent's work goes on after the step stopped waiting for it.
     abandons_on_cancel = False
@@ -129,6 +171,17 @@ class ThreadLauncher(TaskLauncher):
         self.abandons_on_cancel = step.abandon_threads
         self.limiter = trio.CapacityLimiter(max_threads)
 
+    def invoke(self, agent: Any, call: Callable[[], Any], deadline: float) -> Callable[[], Any]:
+        async def in_a_thread() -> Any:
+            result = await trio.to_thread.run_sync(
+                call, abandon_on_cancel=self.abandons_on_cancel, limiter=self.limiter
+            )
+            if self.now() >= deadline:
+                self.recorder.overran(agent, deadline)
+            return result
+
+        return in_a_thread
+
     async def run_agent(self, i: int, start: float, deadline: float) -> None:
         agent, call, _ = self.entries[i]
         recorder = self.recorder
@@ -168,6 +221,27 @@ class InlineLauncher:
     def __init__(self, step: StepView) -> None:
         self.step = step
 
+    async def _run_metered(self, i: int, step_deadline: float) -> None:
+        step = self.step
+        agent, call, _ = step.entries[i]
+        recorder = step.recorder
+        start = step.now()
+        turn = AgentCall(i, agent, start, step_deadline)
+
+        async def inline() -> Any:
+            return call()
+
+        try:
+            with trio.CancelScope(deadline=step_deadline) as scope:
+                await step.meters.run(turn, inline, trio.sleep)  # type: ignore[union-attr]
+        except Exception as exc:  # raised by a Retry(on=predicate), say: the agent's
+            recorder.failed(i, agent, exc, start, attempts=max(turn.attempts, 1))
+            return
+        if scope.cancelled_caught:  # a wait at the gate or between attempts ran out
+            recorder.timed_out(
+                i, agent, start, step_deadline, started=turn.attempts > 0, attempts=turn.attempts
+            )
+
     async def run(self, i: int, step_deadline: float) -> None:
         """Run agent ``i`` now, in the calling (spawning) task; its slot is taken."""
         step = self.step
@@ -182,6 +256,8 @@ class InlineLauncher:
                 recorder.timed_out(i, agent, start, step_deadline, started=False)
             elif step.is_removed(agent):
                 recorder.skipped(i, agent)
+            elif step.meters is not None:
+                await self._run_metered(i, step_deadline)
             else:
                 try:
                     result = call()

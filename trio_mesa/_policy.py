@@ -13,7 +13,10 @@ from typing import Any, Literal
 
 import trio
 
+from ._breaker import CircuitBreaker
 from ._hooks import check_hooks
+from ._rate_limit import RateLimit
+from ._retry import Retry
 
 SyncMode = Literal["inline", "thread"]
 
@@ -26,9 +29,14 @@ class StepPolicy:
         strict: raise `StepFailed` after every agent has finished if any failed.
         fail_fast: the first ``FAILED`` or ``TIMED_OUT`` agent cancels the others (they
             end ``CANCELLED``); with ``strict`` the step then raises, without it returns.
-        timeout: seconds one agent call may run before it is cancelled (``TIMED_OUT``).
-            ``None`` means no limit. Counted from the moment the agent starts, so time
-            spent waiting for a concurrency slot does not count.
+        timeout: seconds one agent's turn may take before it is cancelled
+            (``TIMED_OUT``). ``None`` means no limit. Counted from the moment the agent
+            starts, so time spent waiting for a concurrency slot does not count. With a
+            ``retry`` it bounds the whole turn, every attempt and wait included, not
+            each attempt: the worst case of a step stays ``timeout`` whatever the retry
+            policy, and a hung first attempt cannot push the others past it. A wait
+            that would end past it is not begun (the agent ends ``FAILED`` with its
+            last exception and a note saying why).
         deadline: seconds the whole step may take, counted from the step's start. Agents
             still running then are cancelled and agents not yet started are not started;
             both end ``TIMED_OUT`` and the report is still complete.
@@ -51,6 +59,16 @@ class StepPolicy:
             seeded model reproduces it); any other iterable keeps its own order.
             ``True`` shuffles any input (a plain iterable with its first agent's
             ``model.random``); ``False`` keeps the given order, as ``AgentSet.do``.
+        retry: a `Retry`: try a failed agent's call again, in its own task, when the
+            failure is transient (by default: rate limits, timeouts, connection errors,
+            5xx), waiting the backoff or the ``Retry-After`` it asks for. Only that
+            agent is called again; one that succeeded never is. ``None``: one attempt.
+        rate_limit: a `RateLimit` every attempt passes first (shared across steps and
+            models, like ``limiter``); a failure asking to wait (``Retry-After``)
+            closes it for everyone until then.
+        breaker: a `CircuitBreaker`: after enough transient failures, attempts fail
+            at once with `CircuitOpen` (``FAILED``, no call made) until a probe
+            succeeds. The report lists when it opened, half-opened and closed.
         hooks: `OutcomeHook` objects called for the steps this policy shapes, after the
             process-wide ones (`set_outcome_hooks`). ``()`` (default) adds none.
         abandon_threads: threads cannot be cancelled. With ``False`` (default) a thread
@@ -73,6 +91,9 @@ class StepPolicy:
     max_threads: int = 128
     abandon_threads: bool = False
     shuffle: bool | None = None
+    retry: Retry | None = None
+    rate_limit: RateLimit | None = None
+    breaker: CircuitBreaker | None = None
     hooks: tuple[Any, ...] = ()
 
     def __post_init__(self) -> None:
@@ -82,6 +103,16 @@ class StepPolicy:
                 raise TypeError(f"{name} must be True or False, not {value!r}")
         if self.shuffle is not None and not isinstance(self.shuffle, bool):
             raise TypeError(f"shuffle must be True, False or None, not {self.shuffle!r}")
+        for name, kind in (
+            ("retry", Retry),
+            ("rate_limit", RateLimit),
+            ("breaker", CircuitBreaker),
+        ):
+            value = getattr(self, name)
+            if value is not None and not isinstance(value, kind):
+                raise TypeError(
+                    f"{name} must be a trio_mesa.{kind.__name__} or None, not {value!r}"
+                )
         if not isinstance(self.hooks, tuple):
             object.__setattr__(self, "hooks", check_hooks(self.hooks, "hooks"))
         else:
@@ -120,6 +151,11 @@ class StepPolicy:
     def as_kwargs(self) -> dict[str, Any]:
         """The fields as keyword arguments for `step_agents` / `run_step`."""
         return {f.name: getattr(self, f.name) for f in fields(self)}
+
+    @property
+    def metered(self) -> bool:
+        """Whether calls go through `Retry`, `RateLimit` or `CircuitBreaker`."""
+        return self.retry is not None or self.rate_limit is not None or self.breaker is not None
 
     @property
     def effective_timeout(self) -> float:

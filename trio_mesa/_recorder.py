@@ -152,6 +152,7 @@ class OutcomeRecorder:
         *,
         started: bool = True,
         external: BaseException | None = None,
+        attempts: int | None = None,
     ) -> None:
         """Agent ``i`` was cancelled: by ``fail_fast`` or the caller, or (``external``,
         the ``CancelledError``) by code outside trio-mesa cancelling its asyncio task."""
@@ -170,7 +171,9 @@ class OutcomeRecorder:
             exc.__cause__ = external
         exc.add_note(self._note(agent))
         duration = self.now() - start if started else 0.0
-        outcome = AgentOutcome(agent, uid, Status.CANCELLED, exc, None, duration, int(started))
+        if attempts is None:
+            attempts = int(started)
+        outcome = AgentOutcome(agent, uid, Status.CANCELLED, exc, None, duration, attempts)
         self.outcomes[i] = outcome
         for hook in self.hooks.on_failure:
             call_safely(hook, outcome)
@@ -195,7 +198,9 @@ class OutcomeRecorder:
 
     # -- the step's end ----------------------------------------------------------------
 
-    def report(self, agents: list[Any], duration: float) -> StepReport:
+    def report(
+        self, agents: list[Any], duration: float, circuit_events: tuple[Any, ...] = ()
+    ) -> StepReport:
         """The complete report: agents never started (kept from starting by
         ``fail_fast`` or the deadline) get their outcome first; then the hooks see it."""
         outcomes = self.outcomes
@@ -207,7 +212,12 @@ class OutcomeRecorder:
                         self.cancelled(i, agents[i], now, started=False)
                     else:
                         self.timed_out(i, agents[i], now, self.step_deadline, started=False)
-        report = StepReport(tuple(outcomes), self.model_step, duration)  # type: ignore[arg-type]
+        report = StepReport(
+            tuple(outcomes),  # type: ignore[arg-type]
+            self.model_step,
+            duration,
+            circuit_events,
+        )
         for hook in self.hooks.on_report:
             call_safely(hook, report)
         return report

@@ -21,11 +21,15 @@ class StepReport:
         step: the model's ``steps`` counter when the step began, or ``None`` when the
             agents had no common model.
         duration: seconds the whole step took, on Trio's clock.
+        circuit_events: what the step's `CircuitBreaker` did during the step, as
+            ``(time, kind, reason)`` named tuples (``kind`` is ``"opened"``,
+            ``"half_open"`` or ``"closed"``; ``time`` in seconds since the step began).
     """
 
     outcomes: tuple[AgentOutcome, ...]
     step: int | None = None
     duration: float = 0.0
+    circuit_events: tuple[Any, ...] = ()
 
     def __len__(self) -> int:
         return len(self.outcomes)
@@ -66,6 +70,16 @@ class StepReport:
     def abandoned(self) -> tuple[AgentOutcome, ...]:
         """Outcomes of sync agents whose worker thread was still running at return."""
         return tuple(o for o in self.outcomes if o.abandoned)
+
+    @property
+    def retried(self) -> tuple[AgentOutcome, ...]:
+        """Outcomes of agents whose call was tried more than once (a `Retry`)."""
+        return tuple(o for o in self.outcomes if o.attempts > 1)
+
+    @property
+    def attempts(self) -> int:
+        """Calls started in this step, every agent's attempts summed."""
+        return sum(o.attempts for o in self.outcomes)
 
     @property
     def all_ok(self) -> bool:
@@ -113,7 +127,14 @@ class StepReport:
         counts = self.counts
         where = f"step {self.step}" if self.step is not None else "step"
         parts = ", ".join(f"{n} {s.value.replace('_', ' ')}" for s, n in counts.items() if n)
-        return f"{where}: {len(self.outcomes)} agents ({parts or 'none'}) in {self.duration:.3f} s"
+        line = f"{where}: {len(self.outcomes)} agents ({parts or 'none'}) in {self.duration:.3f} s"
+        retried = self.retried
+        if retried:
+            recovered = sum(1 for o in retried if o.status is Status.OK)
+            line += (
+                f"; {len(retried)} retried ({recovered} recovered), {self.attempts} attempts in all"
+            )
+        return line
 
     def __str__(self) -> str:
         lines = [self._summary()]
@@ -123,6 +144,10 @@ class StepReport:
             lines.append(
                 f"WARNING: {len(abandoned)} agent thread(s) still running after the step "
                 f"returned (agents {ids}); their side effects may still happen"
+            )
+        for event in self.circuit_events:
+            lines.append(
+                f"circuit {event.kind.replace('_', '-')} at +{event.time:.3f} s: {event.reason}"
             )
         rows = [o for o in self.outcomes if o.status is not Status.OK]
         if rows:

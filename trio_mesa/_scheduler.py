@@ -17,6 +17,7 @@ from typing import Any
 import trio
 
 from ._aio_batches import AsyncioBatchLauncher
+from ._attempts import Meters
 from ._flavor import Flavor
 from ._hooks import HookCalls, get_outcome_hooks
 from ._launchers import InlineLauncher, ThreadLauncher, TrioLauncher
@@ -66,6 +67,12 @@ class Step:
             getattr(model, "steps", None),
             _now,
         )
+        self.meters: Meters | None = None
+        if policy.metered:
+            seed = f"{getattr(model, '_seed', None)!r}:{self.recorder.model_step!r}"
+            self.meters = Meters(
+                policy.retry, policy.rate_limit, policy.breaker, self.recorder, seed
+            )
         self.launchers: dict[Flavor, Any] = {}
         self.inline: InlineLauncher | None = None
 
@@ -81,6 +88,12 @@ class Step:
         start = now()
         if self.policy.deadline is not None:
             self.step_deadline = self.recorder.step_deadline = start + self.policy.deadline
+        breaker = self.policy.breaker
+        events_before = 0
+        if self.meters is not None:
+            self._rebase(start)
+            if breaker is not None:
+                events_before = len(breaker.events)
         self._make_launchers()
         if (
             type(self.slots) is Slots
@@ -99,10 +112,29 @@ class Step:
                 await self._spawn(nursery)
         except BaseExceptionGroup as group:
             raise _unwrap_fatal(group) from None
-        report = self.recorder.report([e[0] for e in self.entries], now() - start)
+        circuit_events: tuple[Any, ...] = ()
+        if self.meters is not None:
+            self._rebase(now())
+            if breaker is not None:
+                circuit_events = tuple(
+                    event._replace(time=event.time - start)
+                    for event in breaker.events[events_before:]
+                )
+        report = self.recorder.report([e[0] for e in self.entries], now() - start, circuit_events)
         if self.policy.strict:
             report.raise_for_failures()
         return report
+
+    def _rebase(self, now: float) -> None:
+        # A RateLimit or CircuitBreaker shared across runs keeps its times on the clock
+        # of the run that used it last; each trio.run has its own. Real clocks move
+        # together (the gap is measured); a virtual clock has no real gap to measure,
+        # so consecutive virtual runs are taken to be back to back.
+        clock = trio.lowlevel.current_clock()
+        elapsed = None if type(clock).__name__ == "SystemClock" else 0.0
+        for shared in (self.policy.rate_limit, self.policy.breaker):
+            if shared is not None:
+                shared.rebase(clock, now, elapsed=elapsed)
 
     def _make_launchers(self) -> None:
         flavors = {e[2] for e in self.entries}

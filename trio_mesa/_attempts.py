@@ -1,0 +1,167 @@
+"""The attempts of one agent's call, through the step's meters: rate limit, breaker, retry.
+
+A launcher whose step has a `Retry`, a `RateLimit` or a `CircuitBreaker` runs each agent
+through `Meters.run` instead of calling it once. Before every attempt the agent passes
+the rate limit's gate (sleeping on its own loop until its slot) and asks the breaker;
+after a failure the breaker hears the verdict, a wait the failure asks for closes the
+rate limit's gate for everyone, and the retry decides whether and when to try again.
+Each launcher passes its own ``invoke`` (how one attempt runs) and ``sleep`` (its
+loop's), so one loop serves Trio tasks, worker threads, inline agents and asyncio tasks.
+
+Time limits win over retries: every attempt and every wait runs inside the agent's
+cancel scope (its start plus ``timeout``, capped by the step ``deadline``), so the
+``timeout`` bounds the agent's whole turn, all attempts and waits included; and a wait
+that would end at or after that deadline is not begun: the agent ends ``FAILED`` with its
+last exception, with a note saying why it gave up.
+"""
+
+from __future__ import annotations
+
+import random
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+from ._breaker import CircuitBreaker, CircuitOpen
+from ._rate_limit import RateLimit, Reservation
+from ._recorder import OutcomeRecorder
+from ._retry import Retry, is_transient, retry_after_of
+
+
+class Meters:
+    """The step's per-call policies, shared by every agent of the step."""
+
+    __slots__ = ("breaker", "rate_limit", "recorder", "retry", "seed")
+
+    def __init__(
+        self,
+        retry: Retry | None,
+        rate_limit: RateLimit | None,
+        breaker: CircuitBreaker | None,
+        recorder: OutcomeRecorder,
+        seed: str,
+    ) -> None:
+        self.retry = retry
+        self.rate_limit = rate_limit
+        self.breaker = breaker
+        self.recorder = recorder
+        self.seed = seed  # the jitter's: a seeded model draws the same waits every run
+
+    def reserve_in_order(self, calls: list[AgentCall]) -> None:
+        """Take the rate limit's first slot for each of ``calls``, in start order.
+
+        Tasks started together run in no fixed order (Trio's scheduler may reverse a
+        batch), so slots taken from the tasks themselves would go to agents in an order
+        that changes from run to run; taken here, they follow Mesa's shuffled order,
+        which a seeded model reproduces.
+        """
+        limit = self.rate_limit
+        if limit is not None:
+            t = self.recorder.now()
+            for call in calls:
+                call.reservation = limit.reserve(t)
+
+    async def run(
+        self,
+        call: AgentCall,
+        invoke: Callable[[], Awaitable[Any]],
+        sleep: Callable[[float], Awaitable[Any]],
+    ) -> None:
+        """Make attempts until one succeeds or no retry is left; record the outcome.
+
+        Cancellation (the agent's deadline, ``fail_fast``, the caller) propagates out of
+        the attempt or the wait in progress; ``call.attempts`` then says how many calls
+        were started, for the launcher to record.
+        """
+        recorder = self.recorder
+        now = recorder.now
+        retry, limit, breaker = self.retry, self.rate_limit, self.breaker
+        i, agent, start, deadline = call.i, call.agent, call.start, call.deadline
+        reservation: Reservation | None = call.reservation
+        while True:
+            if limit is not None:
+                if reservation is None:
+                    reservation = limit.reserve(now())
+                while reservation is not None:
+                    await sleep(max(0.0, reservation.start - now()))
+                    reservation = limit.confirm(reservation, now())
+            probe = False
+            if breaker is not None:
+                try:
+                    probe = breaker.before_attempt(now())
+                except CircuitOpen as exc:  # no call made
+                    recorder.failed(i, agent, exc, start, attempts=call.attempts)
+                    return
+            call.attempts += 1
+            try:
+                result = await invoke()
+            except Exception as exc:
+                retryable = retry is not None and retry.should_retry(exc)
+                if breaker is not None:
+                    if retryable or is_transient(exc):
+                        breaker.record_failure(now(), exc, probe=probe)
+                    else:
+                        breaker.release(probe=probe)
+                asked = retry_after_of(exc) if limit is not None else None
+                if asked is not None and asked > 0 and limit is not None:
+                    t = now()
+                    limit.hold_off(t + asked, now=t, reason=_reason(agent, exc, asked))
+                if retry is not None and retryable:
+                    if call.attempts < retry.attempts:
+                        delay = retry.delay(call.attempts, exc, call.rng(self.seed))
+                        if now() + delay < deadline:
+                            await sleep(delay)
+                            continue
+                        exc.add_note(
+                            f"trio-mesa: gave up after {call.attempts} attempt(s): the next "
+                            f"wait ({delay:.3g} s) would end past the agent's time limit"
+                        )
+                    else:
+                        exc.add_note(
+                            f"trio-mesa: gave up after {call.attempts} attempt(s) "
+                            f"(Retry(attempts={retry.attempts}))"
+                        )
+                recorder.failed(i, agent, exc, start, attempts=call.attempts)
+                return
+            except BaseException:
+                if breaker is not None:
+                    breaker.release(probe=probe)
+                raise
+            if breaker is not None:
+                breaker.record_success(now(), probe=probe)
+            recorder.ok(i, agent, result, now() - start, call.attempts)
+            return
+
+
+class AgentCall:
+    """One agent's turn under `Meters`: where it is, and how many calls it has started."""
+
+    __slots__ = ("_rng", "agent", "attempts", "deadline", "i", "reservation", "start")
+
+    def __init__(self, i: int, agent: Any, start: float, deadline: float) -> None:
+        self.i = i
+        self.agent = agent
+        self.start = start
+        self.deadline = deadline
+        self.attempts = 0
+        self.reservation: Reservation | None = None  # a first slot taken in start order
+        self._rng: random.Random | None = None
+
+    def rng(self, seed: str) -> random.Random:
+        """The agent's jitter draws: seeded by the step and the agent, in no shared
+        stream (the model's own RNG, which orders the next shuffle, is never touched)."""
+        if self._rng is None:
+            self._rng = random.Random(f"{seed}:{self.agent.unique_id!r}")
+        return self._rng
+
+
+def _reason(agent: Any, exc: BaseException, asked: float) -> str:
+    try:
+        text = str(exc)
+    except Exception:  # an exception whose __str__ raises must not end the step
+        text = "<unprintable>"
+    return (
+        f"agent {agent.unique_id!r}: {type(exc).__name__}: {text[:200]} (asked to wait {asked:g} s)"
+    )
+
+
+__all__ = ["AgentCall", "Meters"]
