@@ -32,6 +32,7 @@ WORKLOADS = {
     "5": ("w5_import_cost", "import cost of trio_mesa.compat on asyncio.gather"),
     "6": ("w6_memory", "peak RSS growth per agent, 100,000-agent step"),
     "7": ("w7_fault_slow_tail", "fault_injection slow-tail 100 x 100, virtual time"),
+    "8": ("w8_quota", "200 mesa-llm CoT agents vs a 50 requests/s quota: mesa-llm vs compat"),
 }
 
 
@@ -54,7 +55,9 @@ def fmt_value(row: Row) -> str:
         return f"{row.value:,.0f} B/agent"
     if row.unit == "s":
         return f"{row.value:.2f} s"
-    return f"{row.value:.1f} {row.unit}"
+    if row.unit == "%":
+        return f"{row.value:.1f}%"
+    return f"{row.value:g} {row.unit}"
 
 
 def fmt_target(row: Row) -> str:
@@ -62,9 +65,11 @@ def fmt_target(row: Row) -> str:
         return "context"
     if row.unit == "B/agent":
         return f"{row.op} {row.target / 1024:g} KiB"
-    if row.unit == "s":
-        return f"{row.op} {row.target:g} s"
-    return f"{row.op} {row.target:g}x"
+    if row.unit == "x":
+        return f"{row.op} {row.target:g}x"
+    if row.unit == "%":
+        return f"{row.op} {row.target:g}%"
+    return f"{row.op} {row.target:g} {row.unit}"
 
 
 def status(row: Row) -> str:

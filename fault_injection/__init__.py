@@ -14,7 +14,8 @@ Or from a shell: ``python -m fault_injection run flaky --seed 7``.
 
 For real clients, `chaos_server` serves an OpenAI-compatible endpoint on loopback that
 fails on the same kind of seeded plan (`SERVER_SCENARIOS`), logging every request and
-its fault (`FaultLog`); ``python -m fault_injection serve`` runs it from a shell. It
+its fault (`FaultLog`), optionally enforcing a provider's request `Quota` (the
+``quota`` scenario); ``python -m fault_injection serve`` runs it from a shell. It
 needs the ``server`` extra (starlette, uvicorn), imported only when first used.
 """
 
@@ -37,6 +38,7 @@ from ._fault_log import FaultLog, RequestRecord
 from ._latency import Fixed, LogNormal, Uniform
 from ._oracle import ExpectedRun, ExpectedStep, expected_run, expected_step, mesa_llm_baseline
 from ._plan import FaultPlan, PlannedCall
+from ._quota import Quota, TokenBucket
 from ._runner import RunResult, StepResult, run_scenario
 from ._scenario import FaultKind, FaultRule, Scenario
 from ._scenarios import SCENARIOS
@@ -86,6 +88,7 @@ __all__ = [
     "LogNormal",
     "ObservedStep",
     "PlannedCall",
+    "Quota",
     "RateLimitError",
     "RequestRecord",
     "RunResult",
@@ -95,6 +98,7 @@ __all__ = [
     "StepResult",
     "SyncLLMAgent",
     "Timeout",
+    "TokenBucket",
     "ToolCallParseError",
     "TrioLLMAgent",
     "Uniform",

@@ -14,7 +14,17 @@ and ``retry-after-ms``), ``service_unavailable`` (503, same headers), ``server_e
 mid-body), ``hang`` (no answer until the client disconnects), and the plan's latency
 before any of them. Every request is recorded in a `FaultLog` (``GET /_chaos/log``,
 ``GET /_chaos/faults``; ``GET /_chaos/health`` counts them; ``?wait_idle=SECONDS`` on
-any of the three answers once no chat request is in flight).
+any of the three answers once no chat request is in flight; ``GET /_chaos/stats``
+counts requests by status and fault, and reports the quota's bucket).
+
+With a `Quota` (``quota=``, or the ``quota`` scenario), the app is a provider with a
+real request quota: a token bucket on ``time.monotonic`` (see `TokenBucket`) is checked
+before anything else, and a request that finds it empty is answered at once with 429,
+an OpenAI-shaped ``rate_limit_exceeded`` error, and the exact wait until the next token
+in ``retry-after-ms`` (milliseconds, rounded up) and ``Retry-After`` (whole seconds,
+rounded up: litellm reads only integers there). It uses up no plan call: admitted
+requests then meet the scenario's plan as usual. The quota runs in real seconds;
+``time_scale`` does not stretch it.
 
 Malformed requests get OpenAI-shaped 4xx JSON errors (400 bad JSON or missing fields,
 404, 405, 413 over ``max_body`` bytes) and the server keeps serving.
@@ -26,6 +36,8 @@ import asyncio
 import json
 import logging
 import math
+import time
+from collections.abc import Callable
 from typing import Any
 
 import anyio
@@ -36,7 +48,14 @@ from starlette.requests import ClientDisconnect, Request
 from starlette.responses import JSONResponse
 from starlette.routing import Route
 
-from ._fault_log import CLIENT_DISCONNECTED, DROPPED, SENT, FaultLog, RequestRecord
+from ._fault_log import (
+    CLIENT_DISCONNECTED,
+    DROPPED,
+    QUOTA_EXCEEDED,
+    SENT,
+    FaultLog,
+    RequestRecord,
+)
 from ._openai_replies import (
     chat_reply,
     error_body,
@@ -45,8 +64,9 @@ from ._openai_replies import (
     wants_tool_call,
 )
 from ._plan import CallRandom, FaultPlan
+from ._quota import Quota, TokenBucket, quota_from_value
 from ._scenario import FaultKind, Scenario
-from ._server_scenarios import resolve_server_scenario
+from ._server_scenarios import SERVER_QUOTAS, resolve_server_scenario
 
 logger = logging.getLogger("fault_injection.server")
 
@@ -72,6 +92,20 @@ _ERRORS: dict[FaultKind, tuple[int, str, str, str]] = {
         "The response was filtered due to the prompt triggering content management policy.",
     ),
 }
+
+
+def retry_after_headers(seconds: float) -> dict[str, str]:
+    """``retry-after`` (whole seconds) and ``retry-after-ms`` for a wait of ``seconds``.
+
+    Both round up (at least 1), so a client that honours either waits long enough.
+    Whole seconds in ``retry-after`` because litellm parses it with ``int()`` (a float
+    there is ignored, and it falls back to its own backoff); the openai SDK prefers
+    ``retry-after-ms``, which keeps the wait precise.
+    """
+    return {
+        "retry-after": str(max(1, math.ceil(seconds))),
+        "retry-after-ms": str(max(1, math.ceil(seconds * 1000))),
+    }
 
 
 class _Endpoint:
@@ -123,9 +157,13 @@ class ChaosApp:
         max_body: the largest request body accepted, in bytes.
         time_scale: real seconds per model second of planned latency and
             ``retry_after`` (default: the scenario's ``real_time_scale``).
+        quota: a `Quota` (or requests per second) every chat request must fit in;
+            default: the named scenario's (``"quota"``: 50 requests/s), else none.
+        clock: the quota's clock, in seconds (``time.monotonic``; tests pass their own).
 
     Attributes:
-        scenario, seed, plan (`FaultPlan`), log (`FaultLog`).
+        scenario, seed, plan (`FaultPlan`), log (`FaultLog`), quota (`Quota` or
+        ``None``), bucket (its `TokenBucket`, or ``None``).
     """
 
     def __init__(
@@ -137,7 +175,13 @@ class ChaosApp:
         log_path: str | None = None,
         max_body: int = DEFAULT_MAX_BODY,
         time_scale: float | None = None,
+        quota: Quota | float | None = None,
+        clock: Callable[[], float] = time.monotonic,
     ) -> None:
+        self.quota = quota_from_value(quota)
+        if self.quota is None and isinstance(scenario, str):
+            self.quota = SERVER_QUOTAS.get(scenario)
+        self.bucket = None if self.quota is None else TokenBucket(self.quota, clock)
         self.scenario = resolve_server_scenario(scenario)
         self.plan = FaultPlan(self.scenario, seed)
         self.seed = self.plan.seed
@@ -158,6 +202,7 @@ class ChaosApp:
                 Route("/_chaos/log", self._log, methods=["GET"]),
                 Route("/_chaos/faults", self._faults, methods=["GET"]),
                 Route("/_chaos/health", self._health, methods=["GET"]),
+                Route("/_chaos/stats", self._stats, methods=["GET"]),
             ],
             exception_handlers={HTTPException: self._http_error},
         )
@@ -243,6 +288,14 @@ class ChaosApp:
     async def _health(self, request: Request) -> Any:
         return JSONResponse({"status": "ok", **(await self._describe(request))})
 
+    def stats(self) -> dict[str, Any]:
+        """`FaultLog.stats` plus ``quota``: the bucket's `TokenBucket.stats` (or ``None``)."""
+        return {**self.log.stats(), "quota": None if self.bucket is None else self.bucket.stats()}
+
+    async def _stats(self, request: Request) -> Any:
+        head = await self._describe(request)
+        return JSONResponse({**head, **self.stats()})
+
     # -- chat completions -------------------------------------------------------------
 
     async def _read_json(self, request: Request) -> dict[str, Any]:
@@ -278,6 +331,10 @@ class ChaosApp:
             return
         agent = find_agent(body, request.headers.get("x-agent-id"))
         key = 0 if agent is None else agent
+        wait = 0.0 if self.bucket is None else self.bucket.take()
+        if wait > 0:
+            await self._refuse(agent, wait, body["model"], scope, receive, send)
+            return
         # No await between numbering the call and recording it: requests are numbered
         # in the order they reach this point, one agent's calls in its own order.
         planned = self.plan.call(key, self.log.next_call(agent))
@@ -292,6 +349,27 @@ class ChaosApp:
             if self.log.records()[record.request - 1].outcome == "in_flight":
                 self.log.finish(record, outcome=CLIENT_DISCONNECTED)
             raise
+
+    async def _refuse(
+        self, agent: int | None, wait: float, model: str, scope: Any, receive: Any, send: Any
+    ) -> None:
+        """Answer 429: the quota is empty for ``wait`` more seconds."""
+        assert self.quota is not None
+        record = self.log.start(agent, QUOTA_EXCEEDED, QUOTA_EXCEEDED, model, numbered=False)
+        headers = retry_after_headers(wait)
+        # The wording of OpenAI's own 429 for a requests-per-minute limit, per second here.
+        message = (
+            f"Rate limit reached for {model} on requests per second (RPS): "
+            f"Limit {self.quota.rate:g}, burst {self.quota.capacity}, Requested 1. "
+            f"Please try again in {headers['retry-after-ms']}ms."
+        )
+        if agent is not None:
+            message += f" (chaos: agent {agent})"
+        payload = error_body(message, "requests", "rate_limit_exceeded")
+        try:
+            await JSONResponse(payload, status_code=429, headers=headers)(scope, receive, send)
+        finally:
+            self.log.finish(record, status=429, latency=0.0, retry_after=wait, outcome=SENT)
 
     async def _answer(
         self,
@@ -325,10 +403,7 @@ class ChaosApp:
             retry_after = None
             if kind in (K.RATE_LIMIT, K.SERVICE_UNAVAILABLE):
                 retry_after = (planned.retry_after or 1.0) * self.time_scale
-                headers = {
-                    "retry-after": str(max(1, math.ceil(retry_after))),
-                    "retry-after-ms": str(max(1, round(retry_after * 1000))),
-                }
+                headers = retry_after_headers(retry_after)
             where = f" (chaos: agent {record.agent}, call {record.call})"
             payload = error_body(message.format(model=body["model"]) + where, type_, code)
             await JSONResponse(payload, status_code=status, headers=headers)(scope, receive, send)

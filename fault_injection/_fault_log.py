@@ -3,7 +3,9 @@
 One `RequestRecord` per chat-completion request, in arrival order, naming the agent the
 request came from (when the server could tell), that agent's call number, the planned
 and the applied fault, and how the exchange ended (``sent``, ``dropped``, or
-``client_disconnected`` when the client gave up first). A run's log can be compared with
+``client_disconnected`` when the client gave up first). Requests a server `Quota`
+refused are logged too, as fault ``quota_exceeded``, without using up a plan call. A
+run's log can be compared with
 its `trio_mesa.StepReport` agent by agent. The log is shared between the server's event
 loop thread and the caller's thread: every access takes one lock, and `wait_idle` blocks
 until no request is in flight, so a test reads a settled log without sleeping.
@@ -25,6 +27,9 @@ DROPPED = "dropped"
 CLIENT_DISCONNECTED = "client_disconnected"
 IN_FLIGHT = "in_flight"
 
+#: The ``planned`` and ``fault`` of a request the server's quota refused (HTTP 429).
+QUOTA_EXCEEDED = "quota_exceeded"
+
 
 @dataclass(frozen=True, slots=True)
 class RequestRecord:
@@ -34,8 +39,11 @@ class RequestRecord:
         request: the server-wide 1-based request number (arrival order).
         agent: the requesting agent's ``unique_id``, or ``None`` if the request did
             not say (then ``call`` counts the server's unattributed requests).
-        call: the agent's 1-based request number: the key of its `FaultPlan` entry.
-        planned: the `FaultKind` value the plan drew for this call.
+        call: the agent's 1-based request number: the key of its `FaultPlan` entry. A
+            request the quota refused uses no number: its ``call`` is the one the
+            agent's next admitted request will get.
+        planned: the `FaultKind` value the plan drew for this call (``quota_exceeded``
+            when the quota refused the request before the plan was consulted).
         fault: the fault actually applied (``"ok"`` for none); differs from ``planned``
             only where a fault does not apply (``bad_tool_call`` on a request
             without tools is answered normally).
@@ -83,11 +91,16 @@ class FaultLog:
         if path is not None:
             self._file = open(path, "w", encoding="utf-8")  # noqa: SIM115 - closed by close()
 
-    def start(self, agent: int | None, planned: str, fault: str, model: str) -> RequestRecord:
-        """Number a new request (and the agent's call) and mark it in flight."""
+    def start(
+        self, agent: int | None, planned: str, fault: str, model: str, *, numbered: bool = True
+    ) -> RequestRecord:
+        """Number a new request (and, if ``numbered``, the agent's call) and mark it in
+        flight. ``numbered=False`` (a quota refusal) leaves the agent's call count as it
+        is, so the plan entry stays with the agent's next admitted request."""
         with self._cond:
             call = self._calls.get(agent, 0) + 1
-            self._calls[agent] = call
+            if numbered:
+                self._calls[agent] = call
             record = RequestRecord(
                 request=len(self._records) + 1,
                 agent=agent,
@@ -136,6 +149,27 @@ class FaultLog:
     def faults(self) -> list[RequestRecord]:
         """The records whose applied fault is not ``"ok"``."""
         return [r for r in self.records() if r.fault != "ok"]
+
+    def stats(self) -> dict[str, Any]:
+        """Counts over the log: ``requests``, ``in_flight``, ``status`` (HTTP status
+        sent, as a string, to count; ``"none"`` for no status line), ``faults`` (applied
+        fault to count, ``ok`` included), ``rate_limited`` (429s sent, for any reason)
+        and ``quota_exceeded`` (429s sent because the quota was empty)."""
+        records = self.records()
+        status: dict[str, int] = {}
+        faults: dict[str, int] = {}
+        for r in records:
+            key = "none" if r.status is None else str(r.status)
+            status[key] = status.get(key, 0) + 1
+            faults[r.fault] = faults.get(r.fault, 0) + 1
+        return {
+            "requests": len(records),
+            "in_flight": sum(r.outcome == IN_FLIGHT for r in records),
+            "status": dict(sorted(status.items())),
+            "faults": dict(sorted(faults.items())),
+            "rate_limited": status.get("429", 0),
+            "quota_exceeded": faults.get(QUOTA_EXCEEDED, 0),
+        }
 
     def by_agent(self) -> dict[int | None, list[RequestRecord]]:
         """Each agent's records in call order."""

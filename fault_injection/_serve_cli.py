@@ -2,7 +2,9 @@
 
 Prints the base URL (``http://127.0.0.1:PORT``) as the first line of stdout, flushed,
 then a line about the scenario on stderr, and serves until SIGINT or SIGTERM, after
-which it stops cleanly (exit status 0). starlette and uvicorn (the ``server`` extra) are
+which it stops cleanly (exit status 0). ``--quota RPS`` (and ``--quota-burst N``) makes
+it a provider with a request quota, on top of any scenario (``--scenario quota`` has
+50 requests/s by default). starlette and uvicorn (the ``server`` extra) are
 imported only when the command runs, so ``list`` and ``run`` work without them.
 """
 
@@ -35,12 +37,46 @@ def add_serve_parser(sub: Any) -> None:
     )
     serve.add_argument("--seed", type=int, default=None, help="the seed (default: the scenario's)")
     serve.add_argument("--log", metavar="FILE", help="write the fault log to FILE as JSON lines")
+    serve.add_argument(
+        "--quota",
+        type=float,
+        metavar="RPS",
+        help="enforce a quota of RPS requests per second (token bucket; 429 with "
+        "Retry-After beyond it; default: the scenario's, 50 for 'quota', else none)",
+    )
+    serve.add_argument(
+        "--quota-burst",
+        type=int,
+        metavar="N",
+        help="the quota's burst: requests an idle client may send at once (default: RPS)",
+    )
+
+
+def _quota(args: argparse.Namespace) -> Any:
+    """The `Quota` the flags ask for, ``None`` for the scenario's default; ValueError."""
+    from ._quota import Quota
+    from ._server_scenarios import SERVER_QUOTAS
+
+    if args.quota is None and args.quota_burst is None:
+        return None
+    rate = args.quota
+    if rate is None:
+        named = SERVER_QUOTAS.get(args.scenario)
+        if named is None:
+            raise ValueError(f"--quota-burst needs --quota (scenario {args.scenario!r} has none)")
+        rate = named.rate
+    return Quota(rate, args.quota_burst)
 
 
 def run_serve(args: argparse.Namespace) -> int:
     """Serve until SIGINT or SIGTERM; 0 on a clean stop."""
     from ._server import ChaosServer
 
+    try:
+        quota = _quota(args)
+    except ValueError as exc:
+        sys.stderr.write(f"error: {exc}\n")
+        return 2
     stop = threading.Event()
 
     def on_signal(signum: int, frame: Any) -> None:
@@ -49,7 +85,12 @@ def run_serve(args: argparse.Namespace) -> int:
     previous = {sig: signal.signal(sig, on_signal) for sig in (signal.SIGINT, signal.SIGTERM)}
     try:
         server = ChaosServer(
-            args.scenario, args.seed, host=args.host, port=args.port, log_path=args.log
+            args.scenario,
+            args.seed,
+            host=args.host,
+            port=args.port,
+            log_path=args.log,
+            quota=quota,
         )
         try:
             server.start()
@@ -58,8 +99,9 @@ def run_serve(args: argparse.Namespace) -> int:
             return 2
         sys.stdout.write(f"{server.base_url}\n")
         sys.stdout.flush()
+        limit = "" if server.quota is None else f"quota {server.quota.describe()}; "
         sys.stderr.write(
-            f"chaos server: scenario {server.scenario.name!r}, seed {server.seed}; "
+            f"chaos server: scenario {server.scenario.name!r}, seed {server.seed}; {limit}"
             f"OpenAI api_base {server.api_base}; fault log at {server.base_url}/_chaos/log\n"
         )
         sys.stderr.flush()
@@ -67,9 +109,11 @@ def run_serve(args: argparse.Namespace) -> int:
             if server._thread is None or not server._thread.is_alive():
                 break
         server.stop()
-        faults = len(server.log.faults())
+        stats = server.app.stats()
+        faults = stats["requests"] - stats["faults"].get("ok", 0)
+        refused = "" if server.quota is None else f", {stats['quota_exceeded']} over the quota"
         sys.stderr.write(
-            f"chaos server: stopped after {len(server.log)} requests, {faults} faults\n"
+            f"chaos server: stopped after {stats['requests']} requests, {faults} faults{refused}\n"
         )
         return 0
     finally:

@@ -14,11 +14,13 @@ import asyncio
 import contextlib
 import socket
 import threading
-from collections.abc import Iterator
+import time
+from collections.abc import Callable, Iterator
 from typing import Any
 
 from ._chaos_app import DEFAULT_MAX_BODY, ChaosApp
 from ._fault_log import FaultLog, RequestRecord
+from ._quota import Quota
 from ._scenario import Scenario
 
 
@@ -51,6 +53,9 @@ class ChaosServer:
         log_path: also write the fault log to this JSON-lines file.
         max_body: the largest request body accepted, in bytes.
         time_scale: real seconds per model second (default: the scenario's).
+        quota: a `Quota` (or requests per second) enforced on every chat request
+            (default: the named scenario's, see `SERVER_QUOTAS`).
+        clock: the quota's clock (``time.monotonic``).
         shutdown_timeout: seconds `stop` lets unanswered requests (a ``hang``) run
             before cancelling them.
 
@@ -70,9 +75,17 @@ class ChaosServer:
         max_body: int = DEFAULT_MAX_BODY,
         time_scale: float | None = None,
         shutdown_timeout: float = 2.0,
+        quota: Quota | float | None = None,
+        clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self.app = ChaosApp(
-            scenario, seed, log_path=log_path, max_body=max_body, time_scale=time_scale
+            scenario,
+            seed,
+            log_path=log_path,
+            max_body=max_body,
+            time_scale=time_scale,
+            quota=quota,
+            clock=clock,
         )
         self.log: FaultLog = self.app.log
         self.host = host
@@ -95,6 +108,17 @@ class ChaosServer:
     @property
     def seed(self) -> int:
         return self.app.seed
+
+    @property
+    def quota(self) -> Quota | None:
+        """The `Quota` the server enforces, or ``None``."""
+        return self.app.quota
+
+    def stats(self, wait_idle: float | None = 10.0) -> dict[str, Any]:
+        """What ``GET /_chaos/stats`` reports (`ChaosApp.stats`), once no request is in
+        flight (waiting at most ``wait_idle`` seconds)."""
+        self.log.wait_idle(wait_idle)
+        return self.app.stats()
 
     def start(self) -> ChaosServer:
         """Bind, listen, and serve from a daemon thread; returns ``self``."""

@@ -5,11 +5,16 @@ They are ordinary `Scenario` values, read by the server as: ``latency`` and ``fa
 model second of latency and of ``Retry-After``). ``agents`` is only the id range that
 share-based rules draw from; ``timeout`` is the client time limit a scenario is written
 for (latencies keep clear of it, and a scenario with ``hang`` must name one).
+
+A scenario may also come with a provider quota (`SERVER_QUOTAS`, by name): ``quota``
+is a clean provider that allows 50 requests a second (a token bucket, burst 50) and
+answers 429 with an honest ``Retry-After`` beyond that. The quota is in real seconds.
 """
 
 from __future__ import annotations
 
 from ._latency import Fixed, Uniform
+from ._quota import Quota
 from ._scenario import FaultKind, Scenario
 
 K = FaultKind
@@ -50,6 +55,14 @@ _ALL: tuple[Scenario, ...] = (
         real_time_scale=0.02,
     ),
     Scenario(
+        name="quota",
+        description="a provider quota of 50 requests/s (burst 50): beyond it, 429 with an "
+        "honest Retry-After; every admitted request answered, 0-10 ms",
+        agents=200,
+        latency=Uniform(0.0, 0.5),
+        real_time_scale=0.02,
+    ),
+    Scenario(
         name="blackhole",
         description="no request is ever answered: only the client's time limit ends it",
         agents=100,
@@ -61,6 +74,9 @@ _ALL: tuple[Scenario, ...] = (
 
 #: The chaos server's named scenarios, by name.
 SERVER_SCENARIOS: dict[str, Scenario] = {s.name: s for s in _ALL}
+
+#: The provider quota a named server scenario enforces (`ChaosApp`'s default ``quota``).
+SERVER_QUOTAS: dict[str, Quota] = {"quota": Quota(50)}
 
 
 def resolve_server_scenario(scenario: Scenario | str) -> Scenario:

@@ -11,6 +11,9 @@ other `ChaosServer` options come from the ``chaos_server`` marker (default: ``cl
         ...
         chaos_llm_server.wait_idle()
         assert chaos_llm_server.log.faults()
+
+A provider with a request quota: ``@pytest.mark.chaos_server("quota")`` (50 requests/s)
+or ``@pytest.mark.chaos_server("clean", quota=Quota(5, burst=2))``.
 """
 
 from __future__ import annotations
