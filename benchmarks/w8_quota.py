@@ -55,14 +55,15 @@ BURST = 50
 A_TIMEOUT = 60.0
 MODEL_NAME = "openai/chaos"
 
-_Retry = getattr(trio_mesa, "Retry", None)
-_RateLimit = getattr(trio_mesa, "RateLimit", None)
-#: The compat policy of contender (b): retry and the shared rate limit once they exist.
-B_OPTIONS: dict[str, Any] = {}
-if _Retry is not None:
-    B_OPTIONS["retry"] = _Retry()
-if _RateLimit is not None:
-    B_OPTIONS["rate_limit"] = _RateLimit(RATE)
+#: HTTP requests one CoT agent step makes (a plan, then a tool call). A RateLimit gates
+#: agent attempts, not requests, so the agents' rate is the quota over this.
+CALLS_PER_STEP = 2
+#: The compat policy of contender (b): retry (honouring Retry-After) and one rate limit
+#: shared by every agent, at the provider's quota.
+B_OPTIONS: dict[str, Any] = {
+    "retry": trio_mesa.Retry(attempts=5, initial=0.5, max_delay=8.0),
+    "rate_limit": trio_mesa.RateLimit(RATE / CALLS_PER_STEP),
+}
 
 
 @dataclass(frozen=True)
