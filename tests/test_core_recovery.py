@@ -262,3 +262,45 @@ def test_retries_on_the_asyncio_host_recover_the_failed_agent_only():
     assert report.all_ok
     assert report.by_id()[flaky.unique_id].attempts == 3
     assert [len(a.times) for a in steady] == [1, 1, 1]
+
+
+async def test_fail_fast_fires_on_a_final_failure_not_on_one_that_is_retried(mock_clock):
+    model = Model()
+    recovering = TrioScript(model, fails=1)  # retried at t=1, then OK
+    slow = TrioScript(model, latency=5.0)
+    report = await trio_mesa.step_agents(
+        [recovering, slow], retry=EXACT, fail_fast=True, shuffle=False
+    )
+    assert [(o.status, o.attempts) for o in report] == [(Status.OK, 2), (Status.OK, 1)]
+    doomed = TrioScript(model, fails=9, error=lambda: ValueError("bad JSON"))
+    other = TrioScript(model, latency=5.0)
+    report = await trio_mesa.step_agents(
+        [doomed, other], retry=EXACT, fail_fast=True, shuffle=False
+    )
+    assert [o.status for o in report] == [Status.FAILED, Status.CANCELLED]
+
+
+async def test_an_agent_waiting_at_the_gate_when_the_deadline_passes_times_out(mock_clock):
+    model = Model()
+    agents = [TrioScript(model) for _ in range(4)]
+    report = await trio_mesa.step_agents(
+        agents, rate_limit=RateLimit(1), deadline=1.5, shuffle=False
+    )
+    # Slots at 0, 1, 2, 3 s: the last two never call.
+    assert [(o.status, o.attempts) for o in report] == [
+        (Status.OK, 1),
+        (Status.OK, 1),
+        (Status.TIMED_OUT, 0),
+        (Status.TIMED_OUT, 0),
+    ]
+    assert [len(a.times) for a in agents] == [1, 1, 0, 0]
+    assert trio.current_time() == 1.5
+
+
+async def test_a_concurrency_slot_is_held_through_the_waits_between_attempts(mock_clock):
+    model = Model()
+    flaky = TrioScript(model, fails=1)
+    after = TrioScript(model)
+    await trio_mesa.step_agents([flaky, after], retry=EXACT, max_concurrency=1, shuffle=False)
+    assert flaky.times == [0.0, 1.0]
+    assert after.times == [1.0]  # started only when flaky's turn ended
