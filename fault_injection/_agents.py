@@ -14,15 +14,18 @@ from __future__ import annotations
 
 import asyncio
 import math
+from collections.abc import Callable
 from typing import Any
 
 import mesa
+import trio
 from mesa.discrete_space import Cell, CellAgent, OrthogonalMooreGrid
 
 from trio_mesa import Flavor, trio_native
 
 from ._client import FakeLLM, FakeReply, parse_tool_call
 from ._plan import FaultPlan
+from ._quota import TokenBucket
 from ._scenario import Scenario
 
 
@@ -122,15 +125,30 @@ class FakeLLMModel(mesa.Model):
         plan: the `FaultPlan` every agent's `FakeLLM` carries out.
         scale: seconds slept per model second of planned latency (1.0 under virtual time).
         rng: Mesa's seed; defaults to the plan's seed.
+        clock: the run's clock in seconds (``trio.current_time`` on a Trio host), for the
+            scenario's quota; read at construction, so build the model inside the run.
 
     Attributes:
+        quota: the provider's `TokenBucket` (``None`` without ``scenario.quota``), on
+            ``clock`` divided by ``scale``: model seconds, like the quota's rate.
         tally: successful agent steps so far (each OK outcome adds exactly one).
         running: ``unique_id``s whose step code is executing right now.
         aio_tasks: the asyncio tasks asyncio-flavored steps ran in.
     """
 
-    def __init__(self, plan: FaultPlan, *, scale: float = 1.0, rng: int | None = None) -> None:
+    def __init__(
+        self,
+        plan: FaultPlan,
+        *,
+        scale: float = 1.0,
+        rng: int | None = None,
+        clock: Callable[[], float] | None = None,
+    ) -> None:
         super().__init__(rng=plan.seed if rng is None else rng)
+        self.quota: TokenBucket | None = None
+        if plan.scenario.quota is not None:
+            run_clock = clock if clock is not None else trio.current_time
+            self.quota = TokenBucket(plan.scenario.quota, clock=lambda: run_clock() / scale)
         self.plan = plan
         self.tally = 0
         self.running: set[int] = set()
@@ -139,7 +157,7 @@ class FakeLLMModel(mesa.Model):
         self.grid = OrthogonalMooreGrid((side, side), torus=True, random=self.random)
         for uid in range(1, plan.agents + 1):
             cls = AGENT_CLASSES[plan.flavors[uid]]
-            agent = cls(self, FakeLLM(plan, uid, scale=scale))
+            agent = cls(self, FakeLLM(plan, uid, scale=scale, quota=self.quota))
             if agent.unique_id != uid:
                 raise RuntimeError(f"Mesa gave unique_id {agent.unique_id}, expected {uid}")
             agent.cell = self.grid[((uid - 1) % side, (uid - 1) // side)]

@@ -4,9 +4,10 @@
 each agent's status and exception type it checks what must hold in every step: one
 outcome per agent; the step raised exactly what was expected (``KeyboardInterrupt`` as
 itself, `trio_mesa.StepFailed` with one leaf per failed outcome and nothing else);
-every agent made exactly one call; work was recorded exactly once for each OK agent and
-for no other; and nothing the step started is still running (no agent code, no pending
-asyncio task, no extra Trio task) unless the report says its thread was abandoned.
+every agent made exactly the calls planned (one per attempt); work was recorded exactly
+once for each OK agent and for no other; and nothing the step started is still running
+(no agent code, no pending asyncio task, no extra Trio task) unless the report says its
+thread was abandoned.
 """
 
 from __future__ import annotations
@@ -84,10 +85,14 @@ def check_step(expected: ExpectedStep, observed: ObservedStep) -> list[str]:
         else:
             out.extend(_check_report(expected, report))
 
-    # Every agent made exactly this step's call: none lost, none doubled.
+    # Every agent made exactly this step's calls: none lost, none doubled.
+    calls_made = expected.calls_made
     for uid, calls in observed.calls_after.items():
-        if calls != expected.step:
-            out.append(f"{where}: agent {uid} made {calls} calls in {expected.step} steps")
+        want = calls_made.get(uid, expected.step)
+        if calls != want:
+            out.append(
+                f"{where}: agent {uid} made {calls} calls in {expected.step} steps, planned {want}"
+            )
 
     tally = observed.tally_after - observed.tally_before
     done_count = 0
@@ -137,6 +142,11 @@ def _check_report(expected: ExpectedStep, report: StepReport) -> list[str]:
                 + (f" ({type(o.exception).__name__}: {o.exception})" if o.exception else "")
             )
             continue
+        tries = expected.attempts.get(o.unique_id, 1)
+        if o.attempts != tries:
+            out.append(
+                f"{where}: agent {o.unique_id} made {o.attempts} attempt(s), expected {tries}"
+            )
         name = expected.exceptions.get(o.unique_id)
         got = type(o.exception).__name__ if o.exception is not None else None
         if got != name:

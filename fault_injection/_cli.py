@@ -17,7 +17,7 @@ from typing import Any, TextIO
 
 from trio_mesa import Status
 
-from ._oracle import mesa_llm_baseline
+from ._oracle import mesa_llm_baseline, without_retries
 from ._runner import HOSTS, RunResult, StepResult, run_scenario
 from ._scenario import Scenario
 from ._scenarios import SCENARIOS
@@ -178,7 +178,13 @@ def _header(result: RunResult) -> list[str]:
     clock = f"real time x{s.real_time_scale:g}" if result.real_time else "virtual time (MockClock)"
     policy = ", ".join(
         f"{k}={v:g}" if isinstance(v, float | int) and not isinstance(v, bool) else f"{k}={v}"
-        for k, v in (("timeout", s.timeout), ("deadline", s.deadline), ("strict", s.strict))
+        for k, v in (
+            ("timeout", s.timeout),
+            ("deadline", s.deadline),
+            ("strict", s.strict),
+            ("retry", None if s.retry is None else f"{s.retry.attempts} attempts"),
+            ("rate_limit", s.rate_limit),
+        )
         if v not in (None, False)
     )
     return [
@@ -205,6 +211,34 @@ def _baseline_lines(result: RunResult) -> list[str]:
         lines.append(
             f"  It runs {theirs}; trio-mesa, cutting slow calls at the time limit, "
             f"{b['ours_model_seconds']:.1f} {unit}."
+        )
+    return lines
+
+
+def recovery_lines(result: RunResult) -> list[str]:
+    """With a retry: agent-steps lost with retries and (the oracle's counterfactual, same
+    scenario and seed) without them; with a quota: the requests it admitted and refused."""
+    lines: list[str] = []
+    s = result.scenario
+    if s.retry is not None:
+        lost = sum(
+            1 for st in result.steps for status in st.statuses.values() if status is not Status.OK
+        )
+        plain = without_retries(result.expected).steps[: len(result.steps)]
+        lost_without = sum(e.lost for e in plain)
+        retried = sum(st.retried for st in result.steps)
+        attempts = sum(st.attempts for st in result.steps)
+        total = sum(len(st.statuses) for st in result.steps)
+        lines.append(
+            f"retries: {lost} of {total} agent-steps lost with Retry(attempts="
+            f"{s.retry.attempts}), {lost_without} without it (same plan, no retry); "
+            f"{retried} agent-steps retried, {attempts} calls in all."
+        )
+    if result.quota is not None and s.quota is not None:
+        q = result.quota
+        lines.append(
+            f"quota {s.quota.describe()}: {q['admitted']} requests admitted, "
+            f"{q['refused']} refused with 429."
         )
     return lines
 
@@ -245,7 +279,10 @@ def render_text(result: RunResult) -> str:
         step, not_ok = last
         lines.append(f"step {step}: the {len(not_ok)} agent(s) that did not succeed")
         lines.extend(f"  {uid}  {cls}  {status}  {text}" for uid, cls, status, text in not_ok)
-    return "\n".join([*lines, *_baseline_lines(result), *_verdict(result)]) + "\n"
+    return (
+        "\n".join([*lines, *_baseline_lines(result), *recovery_lines(result), *_verdict(result)])
+        + "\n"
+    )
 
 
 def _last_not_ok(result: RunResult) -> tuple[int, list[tuple[Any, str, str, str]]] | None:
@@ -303,6 +340,10 @@ def render_rich(result: RunResult) -> Any:
             agents.add_row(str(uid), cls, status, text)
         parts.append(agents)
     baseline = Text("\n".join(_baseline_lines(result)), style="bold yellow")
+    recovery = recovery_lines(result)
+    if recovery:
+        parts.append(baseline)
+        baseline = Text("\n".join(recovery), style="bold cyan")
     verdict = Text(
         "\n".join(_verdict(result)), style="bold green" if result.matched else "bold red"
     )

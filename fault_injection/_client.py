@@ -6,6 +6,11 @@ it waits the planned latency with the caller's own sleep (``asyncio.sleep`` for
 ``MockClock`` applies to both on a Trio host), then returns a reply or raises the planned
 exception. `completion` (sync) never sleeps: a sync agent runs inline on the host thread,
 where a blocking sleep would stall every other agent while deciding nothing.
+
+With a provider quota (`Scenario.quota`), every call first asks the run's shared
+`TokenBucket` (on the run's clock, in model seconds) for a token; refused, the call
+raises `RateLimitError` at once with the honest ``retry_after`` (the wait until the next
+token) and does nothing else, though it counts as a call (the request was made).
 """
 
 from __future__ import annotations
@@ -27,6 +32,7 @@ from ._errors import (
     ToolCallParseError,
 )
 from ._plan import FaultPlan, PlannedCall
+from ._quota import TokenBucket
 from ._scenario import FaultKind
 
 
@@ -45,21 +51,40 @@ class FakeLLM:
         plan: the `FaultPlan` to carry out.
         unique_id: the agent whose calls these are.
         scale: real (or virtual) seconds slept per model second of planned latency.
+        quota: the provider's token bucket shared by every agent of the run, or ``None``.
 
     Attributes:
         calls: how many calls have started (the next call is ``calls + 1``).
     """
 
-    def __init__(self, plan: FaultPlan, unique_id: int, *, scale: float = 1.0) -> None:
+    def __init__(
+        self,
+        plan: FaultPlan,
+        unique_id: int,
+        *,
+        scale: float = 1.0,
+        quota: TokenBucket | None = None,
+    ) -> None:
         self.plan = plan
         self.unique_id = unique_id
         self.scale = scale
+        self.quota = quota
         self.calls = 0
         self.model_name = f"fake/agent-{unique_id}"
 
     def _next(self) -> PlannedCall:
         self.calls += 1
-        return self.plan.call(self.unique_id, self.calls)
+        call = self.plan.call(self.unique_id, self.calls)
+        if self.quota is not None:
+            wait = self.quota.take()
+            if wait > 0:
+                raise RateLimitError(
+                    f"Quota exceeded for {self.model_name} ({self.quota.quota.describe()}): "
+                    f"retry after {wait:.3g} s (agent {self.unique_id}, call {call.call})",
+                    model=self.model_name,
+                    retry_after=wait * self.scale,
+                )
+        return call
 
     async def acompletion(self, prompt: str) -> FakeReply:
         """An asyncio-flavored completion (sleeps with ``asyncio.sleep``)."""
@@ -104,7 +129,7 @@ class FakeLLM:
             return RateLimitError(
                 f"Rate limit reached for {model}: retry after {call.retry_after:g} s {where}",
                 model=model,
-                retry_after=call.retry_after,
+                retry_after=call.retry_after * self.scale,  # the engine waits real seconds
             )
         exc_type: type[Exception]
         message: str

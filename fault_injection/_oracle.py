@@ -6,9 +6,15 @@ at the step's start (no concurrency limit, no ``fail_fast``) and sync agents run
 untimed. For an async agent with limit ``min(timeout, deadline)``: a call that outlasts
 the limit (a hang always does) is ``TIMED_OUT``; otherwise an ``OK`` call is ``OK``, an
 ``INTERRUPT`` call raises ``KeyboardInterrupt`` and any other kind is ``FAILED``. Sync
-agents are ``OK`` or ``FAILED`` by kind. The step with the earliest interrupt raises
-``KeyboardInterrupt``; no step runs after it. In strict mode a step with any failure raises
-`trio_mesa.StepFailed` with exactly the failures as leaves.
+agents are ``OK`` or ``FAILED`` by kind. With a `trio_mesa.Retry`, a failed attempt
+that `FaultPlan.position` says is retried is followed by the agent's next planned call,
+``offset`` seconds into its turn (the timeout bounds the whole turn), and the agent's
+outcome is its last attempt's, with ``attempts`` counting them; the next step starts at
+the call after. A rate limit (and a quota it respects) only moves start times, which
+matter to no outcome when there is no time limit (`Scenario` requires that). The step
+with the earliest interrupt raises ``KeyboardInterrupt``; no step runs after it. In
+strict mode a step with any failure raises `trio_mesa.StepFailed` with exactly the
+failures as leaves.
 """
 
 from __future__ import annotations
@@ -40,6 +46,13 @@ class ExpectedStep:
         work: ``unique_id`` -> whether the agent's work is recorded by the end of the
             step: ``True``/``False``, or ``None`` when it finishes within ``tolerance``
             of the interrupt (either is right).
+        attempts: ``unique_id`` -> calls the agent starts in this step
+            (``AgentOutcome.attempts``); 1 each without a retry.
+        calls_made: ``unique_id`` -> the agent's calls so far, this step's included.
+        ends: ``unique_id`` -> model seconds into the step when the agent's last attempt
+            ends (``inf`` for a hang; 0 for sync agents, which do not sleep).
+
+    ``calls`` holds each agent's last attempt of the step: the call that decided.
     """
 
     step: int
@@ -50,6 +63,19 @@ class ExpectedStep:
     raises: str | None
     interrupt_at: float | None
     work: dict[int, bool | None]
+    attempts: dict[int, int] = field(default_factory=dict)
+    calls_made: dict[int, int] = field(default_factory=dict)
+    ends: dict[int, float] = field(default_factory=dict)
+
+    @property
+    def retried(self) -> int:
+        """Agents that needed more than one attempt."""
+        return sum(1 for a in self.attempts.values() if a > 1)
+
+    @property
+    def lost(self) -> int:
+        """Agents that did not end ``OK`` (lost agent-steps)."""
+        return sum(1 for s in self.statuses.values() if s is not Status.OK)
 
     @property
     def counts(self) -> dict[Status, int]:
@@ -129,7 +155,12 @@ def expected_step(plan: FaultPlan, step: int, *, tolerance: float = 0.0) -> Expe
     scenario = plan.scenario
     limit = scenario.limit
     reason = _timeout_reason(scenario)
+    if plan.retry is not None:
+        return _expected_step_with_retry(plan, step)
     calls = {uid: plan.call(uid, step) for uid in range(1, plan.agents + 1)}
+    attempts = dict.fromkeys(calls, 1)
+    calls_made = dict.fromkeys(calls, step)
+    ends = {u: 0.0 if c.flavor is Flavor.SYNC else c.latency for u, c in calls.items()}
     statuses: dict[int, Status] = {}
     exceptions: dict[int, str] = {}
     reasons: dict[int, str | None] = {}
@@ -160,11 +191,68 @@ def expected_step(plan: FaultPlan, step: int, *, tolerance: float = 0.0) -> Expe
                 work[uid] = None
             else:
                 work[uid] = call.latency < at
-        return ExpectedStep(step, calls, {}, {}, {}, "KeyboardInterrupt", at, work)
+        return ExpectedStep(
+            step, calls, {}, {}, {}, "KeyboardInterrupt", at, work, attempts, calls_made, ends
+        )
     work = {uid: s is Status.OK for uid, s in statuses.items()}
     failed = any(s is not Status.OK for s in statuses.values())
     raises = "StepFailed" if scenario.strict and failed else None
-    return ExpectedStep(step, calls, statuses, exceptions, reasons, raises, None, work)
+    return ExpectedStep(
+        step, calls, statuses, exceptions, reasons, raises, None, work, attempts, calls_made, ends
+    )
+
+
+def _expected_step_with_retry(plan: FaultPlan, step: int) -> ExpectedStep:
+    """`expected_step` under a retry (no interrupts: `Scenario` refuses the mix)."""
+    scenario = plan.scenario
+    limit = scenario.limit
+    reason = _timeout_reason(scenario)
+    calls: dict[int, PlannedCall] = {}
+    statuses: dict[int, Status] = {}
+    exceptions: dict[int, str] = {}
+    reasons: dict[int, str | None] = {}
+    attempts: dict[int, int] = {}
+    calls_made: dict[int, int] = {}
+    ends: dict[int, float] = {}
+    for uid in range(1, plan.agents + 1):
+        n = plan.first_call(uid, step)
+        while True:
+            call = plan.call(uid, n)
+            attempt, offset = plan.position(uid, n)
+            if plan.position(uid, n + 1)[0] == attempt + 1:
+                n += 1  # the engine tries again: the next planned call
+                continue
+            break
+        calls[uid] = call
+        attempts[uid] = attempt
+        calls_made[uid] = n
+        sync = call.flavor is Flavor.SYNC
+        ends[uid] = 0.0 if sync else offset + call.latency
+        if not sync and offset + call.latency > limit:
+            statuses[uid] = Status.TIMED_OUT
+            exceptions[uid] = "AgentTimeout"
+            reasons[uid] = reason
+        elif call.kind is FaultKind.OK:
+            statuses[uid] = Status.OK
+        else:
+            statuses[uid] = Status.FAILED
+            exceptions[uid] = call.exception_name  # type: ignore[assignment]
+    work: dict[int, bool | None] = {uid: s is Status.OK for uid, s in statuses.items()}
+    failed = any(s is not Status.OK for s in statuses.values())
+    raises = "StepFailed" if scenario.strict and failed else None
+    return ExpectedStep(
+        step, calls, statuses, exceptions, reasons, raises, None, work, attempts, calls_made, ends
+    )
+
+
+def without_retries(run: ExpectedRun) -> ExpectedRun:
+    """The counterfactual: the same scenario and seed with no retry and no rate limit
+    (every agent's n-th call is its step-n call, as before retries existed)."""
+    s = run.scenario
+    if s.retry is None and s.rate_limit is None:
+        return run
+    plain = s.replace(retry=None, rate_limit=None, rate_limit_burst=None, quota=None)
+    return expected_run(plain, run.seed)
 
 
 def _timeout_reason(scenario: Scenario) -> str | None:
@@ -196,12 +284,16 @@ def mesa_llm_baseline(run: ExpectedRun) -> dict[str, Any]:
     ours_seconds = sum(
         min(
             limit,
-            max((c.latency for c in e.calls.values() if c.flavor is not Flavor.SYNC), default=0.0),
+            max(
+                (t for u, t in e.ends.items() if e.calls[u].flavor is not Flavor.SYNC),
+                default=0.0,
+            ),
         )
         for e in run.steps
     )
     out: dict[str, Any] = {"ours_agent_steps_done": ours, "ours_model_seconds": ours_seconds}
-    for expected in run.steps:
+    # mesa-llm's own stepping does not retry: its n-th call is step n's.
+    for expected in without_retries(run).steps:
         ends: list[tuple[float, int, PlannedCall]] = []
         for uid, call in expected.calls.items():
             if call.kind is FaultKind.OK:

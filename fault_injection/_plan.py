@@ -16,7 +16,7 @@ from typing import Any
 
 from trio_mesa import Flavor
 
-from ._scenario import EXCEPTION_NAMES, FaultKind, Scenario
+from ._scenario import EXCEPTION_NAMES, TRANSIENT_KINDS, FaultKind, Scenario
 
 # Latencies are rounded to odd multiples of 2**-11 s: sums of such values are exact in
 # floating point, and no latency can equal a "round" time limit, so a call never ties
@@ -143,7 +143,62 @@ class FaultPlan:
             if limit != math.inf
             else 0.0
         )
+        self.retry = scenario.retry
+        # With a retry: per agent, (attempt within its turn, model seconds into the turn)
+        # of each call planned so far (see `position`).
+        self._positions: dict[int, list[tuple[int, float]]] = {}
+        self._turns: dict[int, list[int]] = {}
         self.call = lru_cache(maxsize=None)(self._call)
+
+    def position(self, unique_id: int, n: int) -> tuple[int, float]:
+        """Where agent ``unique_id``'s ``n``-th call falls: ``(attempt, offset)``.
+
+        ``attempt`` is its 1-based attempt within the agent's turn (a step), ``offset``
+        the model seconds from the start of that turn to the attempt's start. Without a
+        retry every call is ``(1, 0.0)``: call n is step n. With one, call n+1 is a retry
+        of call n exactly when the engine would retry it: call n fails with a transient
+        kind, attempts remain, it ends within the time limit, and the wait after it
+        (its ``retry_after``, or the backoff) ends before the limit.
+        """
+        if self.retry is None:
+            return (1, 0.0)
+        known = self._positions.setdefault(unique_id, [(1, 0.0)])
+        while len(known) < n:
+            m = len(known)
+            attempt, offset = known[m - 1]
+            call = self.call(unique_id, m)
+            delay = self._retry_delay(call.kind, call.retry_after, attempt)
+            end = offset + (0.0 if call.flavor is _SYNC else call.latency)
+            limit = math.inf if call.flavor is _SYNC else self._limit
+            if delay is not None and end <= limit and end + delay < limit:
+                known.append((attempt + 1, end + delay))
+            else:
+                known.append((1, 0.0))
+        return known[n - 1]
+
+    def first_call(self, unique_id: int, step: int) -> int:
+        """The number of agent ``unique_id``'s first call in model step ``step``."""
+        if self.retry is None:
+            return step
+        turns = self._turns.setdefault(unique_id, [1])
+        n = turns[-1]
+        while len(turns) < step:
+            n += 1
+            if self.position(unique_id, n)[0] == 1:
+                turns.append(n)
+        return turns[step - 1]
+
+    def _retry_delay(self, kind: FaultKind, retry_after: float, attempt: int) -> float | None:
+        """The engine's wait after a failed attempt, or ``None`` if it is not retried
+        (whatever the time limit says)."""
+        retry = self.retry
+        if retry is None or kind not in TRANSIENT_KINDS or attempt >= retry.attempts:
+            return None
+        if kind is FaultKind.RATE_LIMIT and retry.honor_retry_after:
+            if retry.max_retry_after is not None and retry_after > retry.max_retry_after:
+                return None
+            return retry_after
+        return retry.backoff(attempt)
 
     def _call(self, unique_id: int, n: int) -> PlannedCall:
         """The `PlannedCall` for agent ``unique_id``'s ``n``-th call (cached).
@@ -181,11 +236,42 @@ class FaultPlan:
                 kind = _OK
         retry_after = 0.0
         if kind is FaultKind.RATE_LIMIT:
-            retry_after = float(rng.choice((1, 2, 5, 10, 30)))
+            retry_after = float(rng.choice(self.scenario.retry_afters))
         if kind is _HANG:
             return PlannedCall(unique_id, n, flavor, kind, math.inf)
-        latency = self._away_from_limit(latency_dist.sample(rng))
+        if self.retry is None or flavor is _SYNC or self._limit == math.inf:
+            latency = self._away_from_limit(latency_dist.sample(rng))
+        else:
+            attempt, offset = self.position(unique_id, n)
+            delay = self._retry_delay(kind, retry_after, attempt)
+            latency = self._away_in_turn(latency_dist.sample(rng), offset, delay)
         return PlannedCall(unique_id, n, flavor, kind, latency, retry_after)
+
+    def _away_in_turn(self, latency: float, offset: float, delay: float | None) -> float:
+        """`_away_from_limit` for an attempt ``offset`` seconds into its turn: its end,
+        and (if it is retried after ``delay``) the end of that wait, are kept ``band``
+        away from the limit, so neither "did it time out" nor "is there time to retry"
+        is a race."""
+        limit, band = self._limit, self._band
+        zones = [(limit - band, limit + band)]
+        if delay is not None:
+            zones.append((limit - band - delay, limit + band - delay))
+        zones.sort()
+        merged: list[list[float]] = []
+        for lo, hi in zones:
+            if merged and lo <= merged[-1][1]:
+                merged[-1][1] = max(merged[-1][1], hi)
+            else:
+                merged.append([lo, hi])
+        end = offset + max(latency, 0.0)
+        for lo, hi in merged:
+            if lo < end < hi:
+                end = lo if end - lo < hi - end and lo > offset else hi
+        k = math.floor(max(end - offset, 0.0) / (2 * _GRID))
+        latency = (2 * k + 1) * _GRID
+        while any(lo < offset + latency < hi for lo, hi in merged):
+            latency += 2 * _GRID
+        return latency
 
     def _away_from_limit(self, latency: float) -> float:
         limit = self._limit

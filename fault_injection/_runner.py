@@ -62,6 +62,9 @@ class StepResult:
     #: (unique_id, agent class, status name, "ExceptionType: message") per outcome that
     #: was not OK, in start order: plain values, so a long run keeps no tracebacks alive.
     not_ok: list[tuple[Any, str, str, str]] = field(default_factory=list)
+    #: calls started in the step (every agent's attempts) and agents that needed more than one
+    attempts: int = 0
+    retried: int = 0
 
     @property
     def counts(self) -> dict[Status, int]:
@@ -88,6 +91,9 @@ class RunResult:
     expected: ExpectedRun
     steps: list[StepResult] = field(default_factory=list)
     wall_time: float = 0.0
+    #: the fake provider's quota at the end (`TokenBucket.stats`: ``admitted``,
+    #: ``refused`` = 429s answered, ...), or ``None`` without a quota.
+    quota: dict[str, float | int] | None = None
 
     @property
     def mismatches(self) -> list[str]:
@@ -125,6 +131,7 @@ class RunResult:
             "seed": self.seed,
             "host": self.host,
             "steps": steps,
+            **({"quota": self.quota} if self.quota is not None else {}),
             "mismatches": self.mismatches,
         }
 
@@ -189,7 +196,10 @@ async def _run_on_trio(
 ) -> None:
     model = FakeLLMModel(plan, scale=scale)
     options = plan.scenario.policy(scale).as_kwargs()
-    await _run_steps(_TrioStepper(options), model, expected, scale, result, on_step)
+    try:
+        await _run_steps(_TrioStepper(options), model, expected, scale, result, on_step)
+    finally:
+        result.quota = model.quota.stats() if model.quota is not None else None
 
 
 def _run_on_asyncio(
@@ -203,13 +213,18 @@ def _run_on_asyncio(
     from trio_mesa import compat
 
     async def main() -> None:
-        model = FakeLLMModel(plan, scale=scale)
+        # The quota's clock: real time, as the guest run's (its SystemClock is
+        # perf_counter plus an offset, and only differences matter to a bucket).
+        model = FakeLLMModel(plan, scale=scale, clock=time.perf_counter)
         policy = plan.scenario.policy(scale)
         stepper = _AsyncioStepper()
         # The scenario's whole policy: compat's own defaults differ (sync agents in
         # threads), and both hosts must run the same policy to give the same table.
-        with compat.policy(**policy.as_kwargs()):
-            await _run_steps(stepper, model, expected, scale, result, on_step)
+        try:
+            with compat.policy(**policy.as_kwargs()):
+                await _run_steps(stepper, model, expected, scale, result, on_step)
+        finally:
+            result.quota = model.quota.stats() if model.quota is not None else None
 
     asyncio.run(main())
 
@@ -393,6 +408,8 @@ class _Observation:
             type(raised).__name__ if raised is not None else None,
             mismatches,
             not_ok,
+            report.attempts if report is not None else 0,
+            len(report.retried) if report is not None else 0,
         )
 
 

@@ -17,9 +17,10 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from trio_mesa import Flavor, StepPolicy
+from trio_mesa import Flavor, RateLimit, Retry, StepPolicy
 
 from ._latency import Fixed, Latency, latency_from_value
+from ._quota import Quota, quota_from_value
 
 
 class FaultKind(enum.Enum):
@@ -136,6 +137,46 @@ class FaultRule:
 
 FLAVOR_NAMES = tuple(f.value for f in Flavor)
 
+#: The kinds whose exception `trio_mesa.is_transient` accepts: a `Retry` tries them again.
+TRANSIENT_KINDS = frozenset(
+    {
+        FaultKind.RATE_LIMIT,
+        FaultKind.TIMEOUT,
+        FaultKind.CONNECTION_ERROR,
+        FaultKind.SERVER_ERROR,
+        FaultKind.SERVICE_UNAVAILABLE,
+    }
+)
+
+#: The keys of a scenario's ``retry`` table (TOML ``[retry]``): `trio_mesa.Retry`'s fields
+#: that the oracle can follow (``jitter`` must be off, ``on`` is the default).
+RETRY_KEYS = ("attempts", "initial", "max_delay", "honor_retry_after", "max_retry_after", "jitter")
+
+
+def _retry(value: Any, where: str) -> Retry | None:
+    if value is None:
+        return None
+    if isinstance(value, Mapping):
+        unknown = sorted(set(value) - set(RETRY_KEYS))
+        if unknown:
+            raise ValueError(f"{where}: unknown key(s) {unknown}; allowed: {sorted(RETRY_KEYS)}")
+        try:
+            value = Retry(**{"jitter": False, **value})
+        except (TypeError, ValueError) as exc:
+            raise ValueError(f"{where}: {exc}") from None
+    if not isinstance(value, Retry):
+        raise TypeError(f"{where} must be a trio_mesa.Retry, a table or None, not {value!r}")
+    if value.jitter:
+        raise ValueError(
+            f"{where}: jitter must be false: the oracle predicts each wait exactly, "
+            "and a jittered wait is a random draw"
+        )
+    if value.on is not None:
+        raise ValueError(
+            f"{where}: on must be left at its default (trio_mesa.is_transient), not {value.on!r}"
+        )
+    return value
+
 
 @dataclass(frozen=True, slots=True)
 class Scenario:
@@ -162,6 +203,24 @@ class Scenario:
             this keeps real-time runs as deterministic as virtual-time ones.
         real_time_scale: real seconds per model second when running in real time (the
             asyncio host, or ``--real-time``).
+        retry: a `trio_mesa.Retry` (``jitter=False``, default ``on``) the steps run
+            under, or a table of its fields; ``None`` (default): no retries. A retry is
+            the agent's next planned call (see `FaultPlan.position`).
+        retry_afters: the waits (model seconds) a ``RATE_LIMIT`` call's ``retry_after``
+            is drawn from, one draw per call whatever the values.
+        rate_limit: a `trio_mesa.RateLimit` of this many attempt starts per model second
+            (``None``: none); ``rate_limit_burst`` is its ``burst``.
+        quota: the provider quota the fake client enforces (`Quota` or requests per
+            model second): a token bucket on the run's clock; an empty bucket answers
+            `RateLimitError` (429) with the honest ``retry_after``, and the call counts.
+            It needs a ``rate_limit`` no faster and no burstier than the quota, so that
+            the oracle's answer (no 429 at all) is exact.
+
+    The oracle predicts retries and rate limits exactly where start order does not
+    matter, so some combinations are refused: a ``retry`` with ``interrupt`` faults, or
+    with sync agents and a ``deadline`` (an inline sync agent's waits delay every agent
+    after it); a ``rate_limit`` (or ``quota``) with a ``timeout``, ``deadline`` or
+    ``interrupt`` faults (each agent's first slot depends on its place in the order).
     """
 
     name: str
@@ -178,6 +237,11 @@ class Scenario:
     strict: bool = False
     guard: float = 0.05
     real_time_scale: float = 0.01
+    retry: Retry | None = None
+    retry_afters: tuple[float, ...] = (1.0, 2.0, 5.0, 10.0, 30.0)
+    rate_limit: float | None = None
+    rate_limit_burst: int | None = None
+    quota: Quota | None = None
 
     def __post_init__(self) -> None:
         set_ = object.__setattr__
@@ -237,13 +301,76 @@ class Scenario:
         rts = self.real_time_scale
         if isinstance(rts, bool) or not isinstance(rts, (int, float)) or not rts > 0:
             raise ValueError(f"{where}: real_time_scale must be a positive number, not {rts!r}")
-        hangs = self.faults.get(FaultKind.HANG, 0) > 0 or any(
-            r.kind is FaultKind.HANG and r.rate > 0 for r in rules
-        )
+        hangs = self._strikes(FaultKind.HANG)
         if hangs and self.limit == math.inf:
             raise ValueError(
                 f"{where}: a 'hang' fault never returns, so it needs a timeout or a deadline "
                 "(without one the step would wait forever)"
+            )
+        self._check_recovery(where)
+
+    def _strikes(self, kind: FaultKind) -> bool:
+        return self.faults.get(kind, 0) > 0 or any(
+            r.kind is kind and r.rate > 0 for r in self.rules
+        )
+
+    def _check_recovery(self, where: str) -> None:
+        set_ = object.__setattr__
+        set_(self, "retry", _retry(self.retry, f"{where}: retry"))
+        ras = self.retry_afters
+        if isinstance(ras, (str, bytes)) or not hasattr(ras, "__iter__"):
+            raise TypeError(f"{where}: retry_afters must be a list of seconds, not {ras!r}")
+        ras = tuple(ras)
+        if not ras or any(
+            isinstance(v, bool) or not isinstance(v, (int, float)) or not (0 <= v < math.inf)
+            for v in ras
+        ):
+            raise ValueError(
+                f"{where}: retry_afters must be a non-empty list of seconds >= 0, not {ras!r}"
+            )
+        set_(self, "retry_afters", tuple(float(v) for v in ras))
+        rate, burst = self.rate_limit, self.rate_limit_burst
+        if rate is not None:
+            if isinstance(rate, bool) or not isinstance(rate, (int, float)):
+                raise TypeError(f"{where}: rate_limit must be starts per second, not {rate!r}")
+            if not (rate > 0 and math.isfinite(rate)):
+                raise ValueError(
+                    f"{where}: rate_limit must be a positive finite number, not {rate!r}"
+                )
+        if burst is not None:
+            _positive_int(burst, f"{where}: rate_limit_burst")
+            if rate is None:
+                raise ValueError(f"{where}: rate_limit_burst needs a rate_limit")
+        try:
+            set_(self, "quota", quota_from_value(self.quota, f"{where}: quota"))
+        except (TypeError, ValueError) as exc:
+            raise type(exc)(f"{where}: {exc}") from None
+        interrupts = self._strikes(FaultKind.INTERRUPT)
+        if self.retry is not None:
+            if interrupts:
+                raise ValueError(
+                    f"{where}: retry with 'interrupt' faults is not predictable (which "
+                    "retries start before the interrupt is a race); drop one of them"
+                )
+            if self.deadline is not None and self.flavors.get("sync", 0) > 0:
+                raise ValueError(
+                    f"{where}: retry with sync agents and a deadline is not predictable (an "
+                    "inline sync agent's waits delay the agents after it, against the "
+                    "deadline); drop the deadline or the sync agents"
+                )
+        if rate is not None and (self.limit != math.inf or interrupts):
+            raise ValueError(
+                f"{where}: rate_limit with a timeout, deadline or 'interrupt' faults is not "
+                "predictable (each agent's first slot depends on its place in the start order)"
+            )
+        quota = self.quota
+        if quota is not None and (
+            rate is None or rate > quota.rate or (burst or 1) > quota.capacity
+        ):
+            raise ValueError(
+                f"{where}: quota ({quota.describe()}) needs a rate_limit no faster and no "
+                f"burstier than it (rate_limit={rate!r}, rate_limit_burst={burst!r}), so "
+                "that no request is refused"
             )
 
     @property
@@ -258,8 +385,24 @@ class Scenario:
 
     def policy(self, scale: float = 1.0) -> StepPolicy:
         """The `trio_mesa.StepPolicy` the steps run under, with times multiplied by ``scale``."""
+        retry = self.retry
+        if retry is not None and scale != 1.0:
+            retry = dataclasses.replace(
+                retry,
+                initial=retry.initial * scale,
+                max_delay=retry.max_delay * scale,
+                max_retry_after=None
+                if retry.max_retry_after is None
+                else retry.max_retry_after * scale,
+            )
+        rate_limit = None
+        if self.rate_limit is not None:
+            # a rate is per second: in scaled time, more of them per real second
+            rate_limit = RateLimit(self.rate_limit / scale, burst=self.rate_limit_burst)
         return StepPolicy(
             strict=self.strict,
             timeout=None if self.timeout is None else self.timeout * scale,
             deadline=None if self.deadline is None else self.deadline * scale,
+            retry=retry,
+            rate_limit=rate_limit,
         )

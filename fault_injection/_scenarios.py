@@ -8,7 +8,10 @@ at 0.2 s or more of real time, so real-time runs stay deterministic.
 
 from __future__ import annotations
 
+from trio_mesa import Retry
+
 from ._latency import Fixed, LogNormal, Uniform
+from ._quota import Quota
 from ._scenario import FaultKind, FaultRule, Scenario
 
 K = FaultKind
@@ -17,7 +20,8 @@ _ALL: tuple[Scenario, ...] = (
     Scenario(
         name="demo",
         description=(
-            "100 mixed agents, realistic latencies and errors, one hung call (real seconds)"
+            "100 mixed agents, realistic latencies and errors, one hung call, retries "
+            "(real seconds)"
         ),
         agents=100,
         steps=6,
@@ -35,6 +39,26 @@ _ALL: tuple[Scenario, ...] = (
         rules=(FaultRule(K.HANG, share=0.01, calls=(3,)),),
         timeout=1.5,
         real_time_scale=1.0,
+        # Transient failures are tried again within the agent's 1.5 s; a 429 asks for a
+        # sub-second wait (as OpenAI's retry-after-ms often does), which is honoured.
+        retry=Retry(attempts=3, initial=0.1, max_delay=1.0, jitter=False),
+        retry_afters=(0.1, 0.2, 0.3, 0.5, 1.0),
+    ),
+    Scenario(
+        name="quota",
+        description=(
+            "a provider quota of 50 requests/s (429 + honest retry_after when empty); "
+            "RateLimit(50) + retry: every agent completes, no 429"
+        ),
+        agents=100,
+        steps=3,
+        flavors={"asyncio": 2, "trio": 1, "sync": 1},
+        latency=Uniform(0.2, 1.0),
+        faults={K.SERVER_ERROR: 0.01},
+        quota=Quota(50, burst=50),
+        rate_limit=50,
+        retry=Retry(attempts=3, initial=0.25, max_delay=2.0, jitter=False),
+        real_time_scale=0.02,
     ),
     Scenario(
         name="flaky",
