@@ -59,6 +59,41 @@ def call(server: ChaosServer, llm: Any, *, sync: bool = False) -> dict[str, Any]
     }
 
 
+def call_unbounded(server: ChaosServer, llm: Any) -> dict[str, Any]:
+    """One unbounded ``agenerate``, cancelled once it has shown it tries again.
+
+    One mesa-llm try is 3 HTTP requests (litellm's OpenAI client retries twice), so a
+    fourth request means mesa-llm slept and tried again. Waiting for that, rather than a
+    fixed window, keeps a busy machine (slow first try) from failing the test; the cap
+    only bounds a broken run.
+    """
+    before = len(server.log)
+    t = time.perf_counter()
+
+    async def until_it_retries() -> str:
+        task = asyncio.ensure_future(llm.agenerate("{'agent_unique_id': 1}"))
+        deadline = time.perf_counter() + 30.0
+        try:
+            while time.perf_counter() < deadline:
+                if task.done():
+                    return type(task.exception()).__name__ if task.exception() else "returned"
+                if len(server.log) - before > 3:
+                    return "still retrying"
+                await asyncio.sleep(0.05)
+            return "gave no sign within 30 s"
+        finally:
+            task.cancel()
+            await asyncio.gather(task, return_exceptions=True)
+
+    outcome = asyncio.run(until_it_retries())
+    return {
+        "outcome": outcome,
+        "requests": requests(server, before),
+        "seconds": round(time.perf_counter() - t, 2),
+        "headers": {},
+    }
+
+
 def main() -> None:
     import trio_mesa.compat  # noqa: F401 - must not import mesa_llm
     from trio_mesa.compat import _mesa_llm_retries as switch
@@ -87,7 +122,7 @@ def main() -> None:
     )
     with chaos_server(RATE_LIMITED, time_scale=0.001) as server:
         llm = ModuleLLM(llm_model="openai/chaos", api_base=server.api_base)
-        out["unbounded"] = call(server, llm)
+        out["unbounded"] = call_unbounded(server, llm)
         switch.bound_mesa_llm_retries(3)
         out["bound_again"] = repr(switch.bound_mesa_llm_retries(1))  # replaces the first
         out["bound_1"] = call(server, llm)
@@ -106,7 +141,7 @@ def main() -> None:
         )
         out["originals_back"] = all(a is b for a, b in zip(current, originals, strict=True))
         out["restore_again"] = switch.restore_mesa_llm_retries()
-        out["after_restore"] = call(server, llm)
+        out["after_restore"] = call_unbounded(server, llm)
     with chaos_server("clean") as server:
         switch.bound_mesa_llm_retries(1)
         llm = ModuleLLM(llm_model="openai/chaos", api_base=server.api_base)
