@@ -67,6 +67,14 @@ class ExpectedStep:
     calls_made: dict[int, int] = field(default_factory=dict)
     ends: dict[int, float] = field(default_factory=dict)
 
+    def __repr__(self) -> str:
+        counts = " ".join(f"{s.value}={n}" for s, n in self.counts.items() if n)
+        raises = f" raises={self.raises}" if self.raises else ""
+        return (
+            f"<ExpectedStep step={self.step} agents={len(self.calls)} "
+            f"{counts or 'interrupted'}{raises}>"
+        )
+
     @property
     def retried(self) -> int:
         """Agents that needed more than one attempt."""
@@ -97,6 +105,23 @@ class ExpectedRun:
 
     plan: FaultPlan
     steps: list[ExpectedStep] = field(default_factory=list)
+
+    def __repr__(self) -> str:
+        lost = sum(step.lost for step in self.steps)
+        where = f" interrupted_at={self.interrupted_at}" if self.interrupted_at else ""
+        return (
+            f"<ExpectedRun {self.scenario.name!r} seed={self.seed} steps={len(self.steps)} "
+            f"agents={self.scenario.agents} lost={lost}{where}>"
+        )
+
+    def __str__(self) -> str:
+        lines = [repr(self)]
+        for step in self.steps:
+            counts = ", ".join(
+                f"{n} {s.value.replace('_', ' ')}" for s, n in step.counts.items() if n
+            )
+            lines.append(f"  step {step.step}: {counts or 'interrupted'}")
+        return "\n".join(lines)
 
     @property
     def scenario(self) -> Scenario:

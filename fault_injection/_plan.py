@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import math
 import random
+from collections import Counter
 from dataclasses import dataclass
 from functools import lru_cache
 from typing import Any
@@ -149,6 +150,15 @@ class FaultPlan:
         self._positions: dict[int, list[tuple[int, float]]] = {}
         self._turns: dict[int, list[int]] = {}
         self.call = lru_cache(maxsize=None)(self._call)
+
+    def __repr__(self) -> str:
+        flavors = ", ".join(
+            f"{f.value}={n}" for f, n in sorted(Counter(self.flavors.values()).items(), key=str)
+        )
+        return (
+            f"<FaultPlan {self.scenario.name!r} seed={self.seed} agents={self.agents} "
+            f"steps={self.scenario.steps} ({flavors})>"
+        )
 
     def position(self, unique_id: int, n: int) -> tuple[int, float]:
         """Where agent ``unique_id``'s ``n``-th call falls: ``(attempt, offset)``.

@@ -72,6 +72,26 @@ class StepResult:
         c = Counter(self.statuses.values())
         return {s: c.get(s, 0) for s in Status}
 
+    def __repr__(self) -> str:
+        counts = " ".join(f"{s.value}={n}" for s, n in self.counts.items() if n)
+        verdict = "matched" if not self.mismatches else f"mismatches={len(self.mismatches)}"
+        raised = f" raised={self.raised}" if self.raised else ""
+        return (
+            f"<StepResult step={self.step} agents={len(self.statuses)} {counts or 'empty'} "
+            f"attempts={self.attempts}{raised} {verdict}>"
+        )
+
+    def __str__(self) -> str:
+        counts = ", ".join(f"{n} {s.value.replace('_', ' ')}" for s, n in self.counts.items() if n)
+        line = f"step {self.step}: {len(self.statuses)} agents ({counts or 'none'})"
+        if self.failures:
+            line += "; failures: " + ", ".join(f"{n} {k}" for k, n in self.failures.most_common())
+        if self.retried:
+            line += f"; {self.retried} retried, {self.attempts} attempts"
+        if self.raised:
+            line += f"; raised {self.raised}"
+        return line + ("; oracle matched" if not self.mismatches else "; MISMATCH")
+
     def percentile(self, q: float) -> float | None:
         """The ``q`` quantile (0..1) of ``durations`` (nearest rank), or ``None``."""
         if not self.durations:
@@ -94,6 +114,23 @@ class RunResult:
     #: the fake provider's quota at the end (`TokenBucket.stats`: ``admitted``,
     #: ``refused`` = 429s answered, ...), or ``None`` without a quota.
     quota: dict[str, float | int] | None = None
+
+    def __repr__(self) -> str:
+        # Short on purpose: the full data is on the attributes and in to_json().
+        ok = sum(s.counts[Status.OK] for s in self.steps)
+        total = sum(len(s.statuses) for s in self.steps)
+        verdict = "matched" if self.matched else f"mismatches={len(self.mismatches)}"
+        return (
+            f"<RunResult {self.scenario.name!r} seed={self.seed} host={self.host} "
+            f"steps={len(self.steps)}/{len(self.expected.steps)} agents={self.scenario.agents} "
+            f"ok={ok} lost={total - ok} {verdict}>"
+        )
+
+    def __str__(self) -> str:
+        """The CLI's plain-text summary: a row per step, the failures, the verdict."""
+        from ._cli import render_text  # the CLI renders; it imports this module
+
+        return render_text(self).rstrip("\n")
 
     @property
     def mismatches(self) -> list[str]:
