@@ -446,7 +446,17 @@ class ChaosApp:
             return
         await send(_start(200, len(data)))
         await send({"type": "http.response.body", "body": data})
-        log.finish(record, status=200, latency=latency, detail=detail, tool=tool, outcome=SENT)
+        billed = {} if kind is K.MALFORMED_JSON else reply["usage"]
+        log.finish(
+            record,
+            status=200,
+            latency=latency,
+            detail=detail,
+            tool=tool,
+            outcome=SENT,
+            prompt_tokens=billed.get("prompt_tokens", 0),
+            completion_tokens=billed.get("completion_tokens", 0),
+        )
 
 
 def _start(status: int, length: int) -> dict[str, Any]:

@@ -55,6 +55,8 @@ class RequestRecord:
         model: the ``model`` the request named.
         tool: the tool called in a ``tool_calls`` reply, if any.
         outcome: ``"sent"``, ``"dropped"``, ``"client_disconnected"`` or ``"in_flight"``.
+        prompt_tokens, completion_tokens: the ``usage`` billed in a completion the
+            client could read (0 for errors, dropped and malformed bodies).
     """
 
     request: int
@@ -69,6 +71,8 @@ class RequestRecord:
     model: str = ""
     tool: str | None = None
     outcome: str = IN_FLIGHT
+    prompt_tokens: int = 0
+    completion_tokens: int = 0
 
     def to_json(self) -> dict[str, Any]:
         return dataclasses.asdict(self)

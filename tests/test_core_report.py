@@ -63,6 +63,10 @@ async def test_to_records_is_one_plain_dict_per_agent(mock_clock):
         "duration": 0.0,
         "attempts": 1,
         "abandoned": False,
+        "calls": 0,
+        "prompt_tokens": 0,
+        "completion_tokens": 0,
+        "cost": 0.0,
     }
     assert records[0]["result"] == f"done-{ok[0].unique_id}"
     pandas = pytest.importorskip("pandas")

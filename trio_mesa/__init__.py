@@ -17,11 +17,13 @@ from ._breaker import CircuitBreaker, CircuitOpen
 from ._errors import AgentCancelled, AgentTimeout, StepFailed
 from ._flavor import Flavor, trio_native
 from ._hooks import LoggingHook, OutcomeHook, get_outcome_hooks, set_outcome_hooks
+from ._litellm_usage import track_litellm_usage
 from ._outcome import AgentOutcome, Status
 from ._policy import StepPolicy
 from ._rate_limit import RateLimit
 from ._report import StepReport
 from ._retry import Retry, is_transient, retry_after_of
+from ._usage import Usage, record_usage, track_usage
 
 __all__ = [
     "AgentCancelled",
@@ -38,15 +40,19 @@ __all__ = [
     "StepFailed",
     "StepPolicy",
     "StepReport",
+    "Usage",
     "aio_call_agents",
     "aio_step_agents",
     "call_agents",
     "get_outcome_hooks",
     "is_transient",
+    "record_usage",
     "retry_after_of",
     "run_step",
     "set_outcome_hooks",
     "step_agents",
+    "track_litellm_usage",
+    "track_usage",
     "trio_native",
 ]
 

@@ -23,6 +23,7 @@ import trio
 
 from ._attempts import AgentCall
 from ._launchers import StepView
+from ._usage import current_ledger
 
 _reschedule = trio.lowlevel.reschedule
 _current_task = trio.lowlevel.current_task
@@ -30,6 +31,7 @@ _wait_task_rescheduled = trio.lowlevel.wait_task_rescheduled
 _FAILED = trio.lowlevel.Abort.FAILED
 _now = trio.current_time
 _Task = asyncio.Task
+_set_ledger = current_ledger.set
 
 
 class AsyncioBatchLauncher:
@@ -145,6 +147,10 @@ class _AioBatch:
             if step.is_removed(agent):
                 recorder.skipped(i, agent)
                 return
+            # Set in the task's body: the task copied its context when it was created.
+            if recorder.ledgers is not None:  # usage tracked: see _usage
+                recorder.ledgers[i] = ledger = [0, 0, 0, 0.0, 0, None]
+                _set_ledger(ledger)
             if turn is not None:
                 await meters.run(turn, call, asyncio.sleep)  # type: ignore[union-attr]
                 return

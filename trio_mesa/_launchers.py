@@ -25,10 +25,12 @@ from ._attempts import AgentCall, Meters
 from ._prepare import Entry
 from ._recorder import OutcomeRecorder
 from ._slots import SharedSlots, Slots
+from ._usage import current_ledger
 
 _INF = math.inf
 _TASK_NAME = "trio_mesa agent"  # spares Trio formatting a name for every task
 _now = trio.current_time
+_set_ledger = current_ledger.set
 
 
 class StepView(Protocol):
@@ -99,11 +101,15 @@ class TaskLauncher:
                 recorder.skipped(i, agent)
             elif deadline <= start:
                 recorder.timed_out(i, agent, start, deadline, started=False)
-            elif turn is not None:
-                await self.meters.run(turn, self.invoke(agent, call, deadline), trio.sleep)  # type: ignore[union-attr]
             else:
-                result = await self.invoke(agent, call, deadline)()
-                recorder.ok(i, agent, result, self.now() - start)
+                if recorder.ledgers is not None:  # usage tracked: see _usage
+                    recorder.ledgers[i] = ledger = [0, 0, 0, 0.0, 0, None]
+                    _set_ledger(ledger)  # this task's own context (a worker thread copies it)
+                if turn is not None:
+                    await self.meters.run(turn, self.invoke(agent, call, deadline), trio.sleep)  # type: ignore[union-attr]
+                else:
+                    result = await self.invoke(agent, call, deadline)()
+                    recorder.ok(i, agent, result, self.now() - start)
         except Exception as exc:  # the agent's (or a Retry(on=predicate)'s, say)
             recorder.failed(i, agent, exc, start, 1 if turn is None else max(turn.attempts, 1))
         except trio.Cancelled:
@@ -154,6 +160,9 @@ class TrioLauncher(TaskLauncher):
             elif deadline <= start:
                 recorder.timed_out(i, agent, start, deadline, started=False)
             else:
+                if recorder.ledgers is not None:  # usage tracked: see _usage
+                    recorder.ledgers[i] = ledger = [0, 0, 0, 0.0, 0, None]
+                    _set_ledger(ledger)  # this task's own context
                 result = await call()
                 recorder.ok(i, agent, result, self.now() - start)
         except Exception as exc:
@@ -213,12 +222,16 @@ class InlineLauncher:
         async def inline() -> Any:
             return call()
 
+        token = _track(recorder, i)  # the spawner's context: reset below
         try:
             with trio.CancelScope(deadline=step_deadline) as scope:
                 await step.meters.run(turn, inline, trio.sleep)  # type: ignore[union-attr]
         except Exception as exc:  # raised by a Retry(on=predicate), say: the agent's
             recorder.failed(i, agent, exc, start, attempts=max(turn.attempts, 1))
             return
+        finally:
+            if token is not None:
+                current_ledger.reset(token)
         if scope.cancelled_caught:  # a wait at the gate or between attempts ran out
             recorder.timed_out(
                 i, agent, start, step_deadline, started=turn.attempts > 0, attempts=turn.attempts
@@ -241,15 +254,27 @@ class InlineLauncher:
             elif step.meters is not None:
                 await self._run_metered(i, step_deadline)
             else:
+                token = _track(recorder, i)  # the spawner's context: reset below
                 try:
                     result = call()
                 except Exception as exc:
                     recorder.failed(i, agent, exc, start)
                 else:
                     recorder.ok(i, agent, result, step.now() - start)
+                finally:
+                    if token is not None:
+                        current_ledger.reset(token)
         finally:
             if step.slots is not None:
                 step.slots.give_back(i)
+
+
+def _track(recorder: OutcomeRecorder, i: int) -> Any:
+    """Agent ``i``'s ledger set in this context, if usage is tracked: the reset token."""
+    if recorder.ledgers is None:
+        return None
+    recorder.ledgers[i] = ledger = [0, 0, 0, 0.0, 0, None]
+    return _set_ledger(ledger)
 
 
 __all__ = ["InlineLauncher", "StepView", "TaskLauncher", "ThreadLauncher", "TrioLauncher"]

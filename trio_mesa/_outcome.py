@@ -5,6 +5,8 @@ from __future__ import annotations
 import enum
 from typing import Any, NamedTuple
 
+from ._usage import NO_USAGE, Usage
+
 
 class Status(enum.Enum):
     """How one agent's call ended.
@@ -60,6 +62,9 @@ class AgentOutcome(NamedTuple):
         abandoned: ``True`` when a sync agent running in a worker thread was still
             running when the step returned (threads cannot be cancelled; see
             ``StepPolicy.abandon_threads``). Its side effects may still happen.
+        usage: the LLM calls the agent made in this call and what they cost (`Usage`),
+            as reported by the litellm callback or `record_usage`; ``Usage()`` (falsy)
+            when none were reported.
     """
 
     agent: Any
@@ -70,6 +75,7 @@ class AgentOutcome(NamedTuple):
     duration: float = 0.0
     attempts: int = 1
     abandoned: bool = False
+    usage: Usage = NO_USAGE
 
     @property
     def is_ok(self) -> bool:
@@ -97,4 +103,6 @@ class AgentOutcome(NamedTuple):
         parts.append(f"attempts={self.attempts}")
         if self.abandoned:
             parts.append("abandoned=True")
+        if self.usage:
+            parts.append(f"usage={self.usage!r}")
         return f"AgentOutcome({', '.join(parts)})"

@@ -19,9 +19,11 @@ from ._log import logger
 from ._outcome import AgentOutcome, Status
 from ._policy import StepPolicy
 from ._report import StepReport
+from ._usage import NO_USAGE, PENDING, freeze, switch
 
 _new_outcome = tuple.__new__  # AgentOutcome is a NamedTuple: skip its Python-level __new__
 _OK = Status.OK
+_NO_USAGE = NO_USAGE
 _INF = math.inf
 
 
@@ -38,6 +40,7 @@ class OutcomeRecorder:
         "deadline_limit",
         "fail_fast",
         "hooks",
+        "ledgers",
         "model_step",
         "now",
         "on_ok",
@@ -45,6 +48,7 @@ class OutcomeRecorder:
         "step_deadline",
         "stopped_by",
         "timeout",
+        "unsettled",
     )
 
     def __init__(
@@ -66,6 +70,10 @@ class OutcomeRecorder:
         self.step_deadline = _INF
         self.stopped_by: Any = None  # the agent whose failure fired fail_fast
         self.cancel_step: Callable[[], None] | None = None
+        # Each started agent's usage ledger (`trio_mesa._usage`), set by its launcher.
+        # None when usage is not tracked (`track_usage`): then no agent gets a ledger.
+        self.ledgers: list[list[Any] | None] | None = [None] * size if switch.on else None
+        self.unsettled: list[int] = []  # agents that ended with litellm calls unlogged
 
     @property
     def stopping(self) -> bool:
@@ -76,8 +84,14 @@ class OutcomeRecorder:
 
     def ok(self, i: int, agent: Any, result: Any, duration: float, attempts: int = 1) -> None:
         """Agent ``i`` returned ``result`` (the hot path: no checks, no logging)."""
+        ledgers = self.ledgers
+        if ledgers is None or not ((ledger := ledgers[i]) and (ledger[0] or ledger[5])):
+            usage = _NO_USAGE
+        else:
+            usage = self.usage(i)
         outcome = self.outcomes[i] = _new_outcome(
-            AgentOutcome, (agent, agent.unique_id, _OK, None, result, duration, attempts, False)
+            AgentOutcome,
+            (agent, agent.unique_id, _OK, None, result, duration, attempts, False, usage),
         )
         if self.on_ok:
             for hook in self.on_ok:
@@ -99,7 +113,15 @@ class OutcomeRecorder:
         self._finish(
             i,
             AgentOutcome(
-                agent, agent.unique_id, Status.FAILED, exc, None, self.now() - start, attempts
+                agent,
+                agent.unique_id,
+                Status.FAILED,
+                exc,
+                None,
+                self.now() - start,
+                attempts,
+                False,
+                self.usage(i),
             ),
         )
 
@@ -141,7 +163,17 @@ class OutcomeRecorder:
         duration = self.now() - start if started else 0.0
         self._finish(
             i,
-            AgentOutcome(agent, uid, Status.TIMED_OUT, exc, None, duration, attempts, abandoned),
+            AgentOutcome(
+                agent,
+                uid,
+                Status.TIMED_OUT,
+                exc,
+                None,
+                duration,
+                attempts,
+                abandoned,
+                self.usage(i, settle=False),
+            ),
         )
 
     def cancelled(
@@ -173,7 +205,9 @@ class OutcomeRecorder:
         duration = self.now() - start if started else 0.0
         if attempts is None:
             attempts = int(started)
-        outcome = AgentOutcome(agent, uid, Status.CANCELLED, exc, None, duration, attempts)
+        outcome = AgentOutcome(
+            agent, uid, Status.CANCELLED, exc, None, duration, attempts, False, self.usage(i, False)
+        )
         self.outcomes[i] = outcome
         for hook in self.hooks.on_failure:
             call_safely(hook, outcome)
@@ -195,6 +229,35 @@ class OutcomeRecorder:
             "step deadline" if deadline == self.step_deadline else "timeout",
             extra={"agent_unique_id": uid, "agent_class": cls, "agent_status": "overran"},
         )
+
+    # -- usage -------------------------------------------------------------------------
+
+    def usage(self, i: int, settle: bool = True) -> Any:
+        """Agent ``i``'s usage so far. With ``settle`` (its calls ended: OK or FAILED),
+        notes it for `settle_usage` when litellm has not logged all of them yet; a call
+        cut off by a timeout or cancellation may never be logged, so is not waited for."""
+        ledger = None if self.ledgers is None else self.ledgers[i]
+        if ledger is None:
+            return _NO_USAGE
+        if settle and ledger[PENDING]:
+            self.unsettled.append(i)
+        return freeze(ledger)
+
+    def pending_calls(self) -> int:
+        """litellm calls of ended agents that litellm has not logged yet."""
+        ledgers: list[Any] = self.ledgers or []
+        return sum(len(ledgers[i][PENDING] or ()) for i in self.unsettled)
+
+    def settle_usage(self) -> None:
+        """Put the usage that arrived after an agent's outcome was built into it."""
+        outcomes, ledgers = self.outcomes, self.ledgers
+        for i in dict.fromkeys(self.unsettled):
+            outcome = outcomes[i]
+            if outcome is not None:
+                usage = freeze(ledgers[i])  # type: ignore[index]
+                if usage != outcome.usage:
+                    outcomes[i] = outcome._replace(usage=usage)
+        self.unsettled = []
 
     # -- the step's end ----------------------------------------------------------------
 

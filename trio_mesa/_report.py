@@ -9,6 +9,7 @@ from typing import Any
 
 from ._errors import StepFailed
 from ._outcome import FAILURE_STATUSES, AgentOutcome, Status
+from ._usage import Usage, sum_usage
 
 
 @dataclass(frozen=True, slots=True, repr=False)
@@ -82,6 +83,11 @@ class StepReport:
         return sum(o.attempts for o in self.outcomes)
 
     @property
+    def usage(self) -> Usage:
+        """Every agent's `AgentOutcome.usage` summed: the step's LLM calls, tokens, cost."""
+        return sum_usage(o.usage for o in self.outcomes)
+
+    @property
     def all_ok(self) -> bool:
         """``True`` when no agent failed (skipped agents allowed)."""
         return not any(o.status in FAILURE_STATUSES for o in self.outcomes)
@@ -119,6 +125,10 @@ class StepReport:
                     "duration": o.duration,
                     "attempts": o.attempts,
                     "abandoned": o.abandoned,
+                    "calls": o.usage.calls,
+                    "prompt_tokens": o.usage.prompt_tokens,
+                    "completion_tokens": o.usage.completion_tokens,
+                    "cost": o.usage.cost,
                 }
             )
         return records
@@ -134,6 +144,9 @@ class StepReport:
             line += (
                 f"; {len(retried)} retried ({recovered} recovered), {self.attempts} attempts in all"
             )
+        usage = self.usage
+        if usage:
+            line += f"; {usage}"
         return line
 
     def __str__(self) -> str:

@@ -12,6 +12,8 @@ from __future__ import annotations
 
 import asyncio
 import math
+import sys
+import time
 from typing import Any
 
 import trio
@@ -21,6 +23,8 @@ from ._attempts import Meters
 from ._flavor import Flavor
 from ._hooks import HookCalls, get_outcome_hooks
 from ._launchers import InlineLauncher, ThreadLauncher, TrioLauncher
+from ._litellm_usage import install_if_litellm_imported
+from ._log import logger
 from ._policy import StepPolicy
 from ._prepare import Entry
 from ._recorder import OutcomeRecorder
@@ -32,6 +36,10 @@ _now = trio.current_time
 _SYNC = Flavor.SYNC
 _ASYNCIO = Flavor.ASYNCIO
 _TRIO = Flavor.TRIO
+#: Real seconds a step waits, once its agents have ended, for litellm to log the calls
+#: they made (litellm logs a call's usage from a task or thread of its own, after the
+#: call returned); whatever is logged later is not in the report.
+USAGE_GRACE = 5.0
 
 
 class Step:
@@ -60,6 +68,8 @@ class Step:
         self.model = model
         self.members = model.agents if model is not None else ()
         self.now = _now
+        if "litellm" in sys.modules:  # before the recorder: it turns usage tracking on
+            install_if_litellm_imported()
         self.recorder = OutcomeRecorder(
             len(entries),
             policy,
@@ -112,6 +122,8 @@ class Step:
                 await self._spawn(nursery)
         except BaseExceptionGroup as group:
             raise _unwrap_fatal(group) from None
+        if self.recorder.unsettled:
+            await self._settle_usage()
         circuit_events: tuple[Any, ...] = ()
         if self.meters is not None:
             self._rebase(now())
@@ -124,6 +136,23 @@ class Step:
         if self.policy.strict:
             report.raise_for_failures()
         return report
+
+    async def _settle_usage(self) -> None:
+        # Polls: litellm's logging may run in one of its threads, which cannot wake Trio.
+        # Real time, so that a virtual clock cannot jump past the grace at once.
+        recorder = self.recorder
+        limit = time.monotonic() + USAGE_GRACE
+        while recorder.pending_calls() and time.monotonic() < limit:
+            await trio.sleep(0.001)
+        pending = recorder.pending_calls()
+        if pending:
+            logger.warning(
+                "%d litellm call(s) of this step were not logged by litellm within %g s "
+                "after their agents ended; their usage is missing from the report",
+                pending,
+                USAGE_GRACE,
+            )
+        recorder.settle_usage()
 
     def _rebase(self, now: float) -> None:
         # A RateLimit or CircuitBreaker shared across runs keeps its times on the clock
