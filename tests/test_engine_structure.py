@@ -152,17 +152,6 @@ def test_bad_options_name_the_function_called(call, name, options, error, messag
     assert agent.calls == 0
 
 
-@pytest.mark.parametrize("fn", [trio_mesa.step_agents, trio_mesa.call_agents])
-async def test_a_model_instead_of_its_agents_says_pass_model_agents(fn) -> None:
-    model = Model()
-    TrioAgent(model)
-    args = (model,) if fn is trio_mesa.step_agents else (model, "astep")
-    with pytest.raises(TypeError, match=r"not the model .*\(pass model\.agents\)"):
-        await fn(*args)
-    with pytest.raises(TypeError, match=r"single agent.*\(pass \[agent\]\)"):
-        await fn(*((next(iter(model.agents)), *args[1:])))
-
-
 async def test_shuffle_lives_in_the_policy() -> None:
     model = Model(seed=5)
     agents = [TrioAgent(model) for _ in range(20)]

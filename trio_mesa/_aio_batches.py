@@ -23,7 +23,7 @@ import trio
 
 from ._attempts import AgentCall
 from ._launchers import StepView
-from ._usage import current_ledger
+from ._usage import open_ledger
 
 _reschedule = trio.lowlevel.reschedule
 _current_task = trio.lowlevel.current_task
@@ -31,7 +31,6 @@ _wait_task_rescheduled = trio.lowlevel.wait_task_rescheduled
 _FAILED = trio.lowlevel.Abort.FAILED
 _now = trio.current_time
 _Task = asyncio.Task
-_set_ledger = current_ledger.set
 
 
 class AsyncioBatchLauncher:
@@ -48,8 +47,7 @@ class AsyncioBatchLauncher:
         run = _AioBatch(self, aio, start, deadline)
         meters = self.step.meters
         if meters is not None:
-            run.turns = {i: AgentCall(i, entries[i][0], start, deadline) for i in batch}
-            meters.reserve_in_order(list(run.turns.values()))
+            run.turns = meters.start_turns(entries, batch, start, deadline)
         nursery.start_soon(run.run)
 
 
@@ -149,8 +147,7 @@ class _AioBatch:
                 return
             # Set in the task's body: the task copied its context when it was created.
             if recorder.ledgers is not None:  # usage tracked: see _usage
-                recorder.ledgers[i] = ledger = [0, 0, 0, 0.0, 0, None]
-                _set_ledger(ledger)
+                open_ledger(recorder.ledgers, i)
             if turn is not None:
                 await meters.run(turn, call, asyncio.sleep)  # type: ignore[union-attr]
                 return

@@ -46,19 +46,24 @@ class Meters:
         self.recorder = recorder
         self.seed = seed  # the jitter's: a seeded model draws the same waits every run
 
-    def reserve_in_order(self, calls: list[AgentCall]) -> None:
-        """Take the rate limit's first slot for each of ``calls``, in start order.
+    def start_turns(
+        self, entries: list[Any], batch: list[int], start: float, deadline: float
+    ) -> dict[int, AgentCall]:
+        """The turns of a batch's agents (by index), with the rate limit's first slot
+        for each taken now, in start order.
 
         Tasks started together run in no fixed order (Trio's scheduler may reverse a
         batch), so slots taken from the tasks themselves would go to agents in an order
         that changes from run to run; taken here, they follow Mesa's shuffled order,
         which a seeded model reproduces.
         """
+        turns = {i: AgentCall(i, entries[i][0], start, deadline) for i in batch}
         limit = self.rate_limit
         if limit is not None:
             t = self.recorder.now()
-            for call in calls:
-                call.reservation = limit.reserve(t)
+            for turn in turns.values():
+                turn.reservation = limit.reserve(t)
+        return turns
 
     async def run(
         self,
@@ -102,7 +107,7 @@ class Meters:
                     else:
                         breaker.release(probe=probe)
                 asked = retry_after_of(exc) if limit is not None else None
-                if asked is not None and asked > 0 and limit is not None:
+                if limit is not None and asked is not None and asked > 0:
                     t = now()
                     limit.hold_off(t + asked, now=t, reason=_reason(agent, exc, asked))
                 if retry is not None and retryable:

@@ -25,12 +25,11 @@ from ._attempts import AgentCall, Meters
 from ._prepare import Entry
 from ._recorder import OutcomeRecorder
 from ._slots import SharedSlots, Slots
-from ._usage import current_ledger
+from ._usage import current_ledger, open_ledger
 
 _INF = math.inf
 _TASK_NAME = "trio_mesa agent"  # spares Trio formatting a name for every task
 _now = trio.current_time
-_set_ledger = current_ledger.set
 
 
 class StepView(Protocol):
@@ -69,9 +68,7 @@ class TaskLauncher:
     def start(self, nursery: trio.Nursery, batch: list[int], start: float, deadline: float) -> None:
         """Start the agents at these indices now; they share ``deadline``."""
         if self.meters is not None:
-            turns = [AgentCall(i, self.entries[i][0], start, deadline) for i in batch]
-            self.meters.reserve_in_order(turns)
-            self.turns.update(zip(batch, turns, strict=True))
+            self.turns.update(self.meters.start_turns(self.entries, batch, start, deadline))
         if deadline == _INF:
             run_agent = self.run_agent
             start_soon = nursery.start_soon
@@ -103,8 +100,7 @@ class TaskLauncher:
                 recorder.timed_out(i, agent, start, deadline, started=False)
             else:
                 if recorder.ledgers is not None:  # usage tracked: see _usage
-                    recorder.ledgers[i] = ledger = [0, 0, 0, 0.0, 0, None]
-                    _set_ledger(ledger)  # this task's own context (a worker thread copies it)
+                    open_ledger(recorder.ledgers, i)  # this task's own context
                 if turn is not None:
                     await self.meters.run(turn, self.invoke(agent, call, deadline), trio.sleep)  # type: ignore[union-attr]
                 else:
@@ -161,8 +157,7 @@ class TrioLauncher(TaskLauncher):
                 recorder.timed_out(i, agent, start, deadline, started=False)
             else:
                 if recorder.ledgers is not None:  # usage tracked: see _usage
-                    recorder.ledgers[i] = ledger = [0, 0, 0, 0.0, 0, None]
-                    _set_ledger(ledger)  # this task's own context
+                    open_ledger(recorder.ledgers, i)  # this task's own context
                 result = await call()
                 recorder.ok(i, agent, result, self.now() - start)
         except Exception as exc:
@@ -271,10 +266,7 @@ class InlineLauncher:
 
 def _track(recorder: OutcomeRecorder, i: int) -> Any:
     """Agent ``i``'s ledger set in this context, if usage is tracked: the reset token."""
-    if recorder.ledgers is None:
-        return None
-    recorder.ledgers[i] = ledger = [0, 0, 0, 0.0, 0, None]
-    return _set_ledger(ledger)
+    return None if recorder.ledgers is None else open_ledger(recorder.ledgers, i)
 
 
 __all__ = ["InlineLauncher", "StepView", "TaskLauncher", "ThreadLauncher", "TrioLauncher"]

@@ -113,10 +113,7 @@ class StepPolicy:
                 raise TypeError(
                     f"{name} must be a trio_mesa.{kind.__name__} or None, not {value!r}"
                 )
-        if not isinstance(self.hooks, tuple):
-            object.__setattr__(self, "hooks", check_hooks(self.hooks, "hooks"))
-        else:
-            check_hooks(self.hooks, "hooks")
+        object.__setattr__(self, "hooks", check_hooks(self.hooks, "hooks"))  # as a tuple
         for name in ("timeout", "deadline"):
             value = getattr(self, name)
             if value is None:

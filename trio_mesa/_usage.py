@@ -131,6 +131,14 @@ def new_ledger() -> list[Any]:
     return [0, 0, 0, 0.0, 0, None]
 
 
+def open_ledger(ledgers: list[Any], i: int) -> contextvars.Token[list[Any] | None]:
+    """Give agent ``i`` a fresh ledger in ``ledgers`` and make it this context's current
+    one (set it in the agent's own task: worker threads copy the context); the token
+    resets it where the context is shared (inline agents run in the spawner's)."""
+    ledgers[i] = ledger = new_ledger()
+    return current_ledger.set(ledger)
+
+
 def freeze(ledger: list[Any] | None) -> Usage:
     """The ledger's figures as a `Usage` (the shared empty one when nothing was reported)."""
     if ledger is None or not (ledger[CALLS] or ledger[PROMPT] or ledger[COMPLETION]):
