@@ -34,7 +34,6 @@ from ._errors import (
     Timeout,
     ToolCallParseError,
 )
-from ._fault_log import FaultLog, RequestRecord
 from ._latency import Fixed, LogNormal, Uniform
 from ._oracle import ExpectedRun, ExpectedStep, expected_run, expected_step, mesa_llm_baseline
 from ._plan import FaultPlan, PlannedCall
@@ -42,23 +41,21 @@ from ._quota import Quota, TokenBucket
 from ._runner import RunResult, StepResult, run_scenario
 from ._scenario import FaultKind, FaultRule, Scenario
 from ._scenarios import SCENARIOS
-from ._server_scenarios import SERVER_SCENARIOS
 from ._toml import ScenarioError, load_scenario, scenario_from_dict
+from .chaos import SERVER_SCENARIOS, FaultLog, RequestRecord
 
 if TYPE_CHECKING:
-    from ._chaos_app import ChaosApp
-    from ._server import ChaosServer, chaos_server
+    from .chaos import ChaosApp, ChaosServer, chaos_server
 
-_LAZY = {"ChaosApp": "._chaos_app", "ChaosServer": "._server", "chaos_server": "._server"}
+_LAZY = {"ChaosApp", "ChaosServer", "chaos_server"}
 
 
 def __getattr__(name: str) -> Any:
     # The chaos server needs starlette and uvicorn: import them on first use only.
     if name in _LAZY:
-        import importlib
+        from . import chaos
 
-        value = getattr(importlib.import_module(_LAZY[name], __name__), name)
-        value.__module__ = __name__
+        value = getattr(chaos, name)
         globals()[name] = value
         return value
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

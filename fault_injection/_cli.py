@@ -21,8 +21,8 @@ from ._oracle import mesa_llm_baseline, without_retries
 from ._runner import HOSTS, RunResult, StepResult, run_scenario
 from ._scenario import Scenario
 from ._scenarios import SCENARIOS
-from ._serve_cli import add_serve_parser, run_serve
 from ._toml import ScenarioError, load_scenario
+from .chaos._cli import add_serve_parser, run_serve
 
 _COLUMNS = (
     (Status.OK, "ok"),

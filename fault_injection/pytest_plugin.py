@@ -24,7 +24,7 @@ from typing import TYPE_CHECKING
 import pytest
 
 if TYPE_CHECKING:
-    from ._server import ChaosServer
+    from .chaos import ChaosServer
 
 
 def pytest_configure(config: pytest.Config) -> None:
@@ -38,7 +38,7 @@ def pytest_configure(config: pytest.Config) -> None:
 @pytest.fixture
 def chaos_llm_server(request: pytest.FixtureRequest) -> Iterator[ChaosServer]:
     """A running `ChaosServer` (see the ``chaos_server`` marker for its options)."""
-    from ._server import ChaosServer
+    from .chaos import ChaosServer
 
     marker = request.node.get_closest_marker("chaos_server")
     args = marker.args if marker is not None else ()

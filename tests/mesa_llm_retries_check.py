@@ -20,7 +20,7 @@ os.environ.setdefault("LITELLM_LOCAL_MODEL_COST_MAP", "True")
 os.environ.setdefault("OPENAI_API_KEY", "sk-chaos-not-a-real-key")
 
 from fault_injection import ChaosServer, FaultKind, Scenario, chaos_server
-from fault_injection._chaos_app import retry_after_headers
+from fault_injection.chaos._app import retry_after_headers
 
 #: How long an unbounded call is given: mesa-llm's first backoff is 1 s, so by then it
 #: has tried twice; a bounded call has long given up.

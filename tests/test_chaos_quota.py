@@ -15,9 +15,9 @@ import httpx
 import pytest
 
 from fault_injection import SERVER_SCENARIOS, FaultKind, FaultRule, Scenario, chaos_server
-from fault_injection._chaos_app import retry_after_headers
 from fault_injection._quota import Quota, TokenBucket, quota_from_value
-from fault_injection._server_scenarios import SERVER_QUOTAS
+from fault_injection.chaos._app import retry_after_headers
+from fault_injection.chaos._scenarios import SERVER_QUOTAS
 
 
 class FakeClock:

@@ -21,8 +21,8 @@ from fault_injection import (
     Scenario,
     chaos_server,
 )
-from fault_injection._openai_replies import find_agent, validate_chat_request, value_for
 from fault_injection._plan import CallRandom
+from fault_injection.chaos._replies import find_agent, validate_chat_request, value_for
 
 K = FaultKind
 

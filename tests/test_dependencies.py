@@ -23,7 +23,7 @@ from typing import Any
 ROOT = Path(__file__).resolve().parent.parent
 OURS = {"trio_mesa", "fault_injection"}
 #: fault_injection's chaos server: what ``pip install 'trio-mesa[server]'`` must be enough for.
-SERVER_MODULES = ("_chaos_app.py", "_server.py", "_serve_cli.py")
+SERVER_PACKAGE = ROOT / "fault_injection" / "chaos"
 
 
 def _normalize(name: str) -> str:
@@ -96,7 +96,7 @@ def undeclared(pyproject: dict[str, Any]) -> list[str]:
             where = path.relative_to(ROOT)
             if package == "trio_mesa":
                 eager_ok, eager_section = sections["core"], "the core dependencies"
-            elif package == "fault_injection" and path.name in SERVER_MODULES:
+            elif package == "fault_injection" and path.is_relative_to(SERVER_PACKAGE):
                 eager_ok = sections["core"] | sections["server"]
                 eager_section = "the core dependencies or the server extra"
             else:
@@ -139,7 +139,7 @@ def test_a_dependency_removed_from_pyproject_is_reported() -> None:
     problems = undeclared(pyproject)
     assert any("_guest.py" in p and "'outcome'" in p for p in problems), problems
     assert any("_trio_asyncio_batching.py" in p and "'sniffio'" in p for p in problems), problems
-    assert any("_chaos_app.py" in p and "'anyio'" in p for p in problems), problems
+    assert any("chaos/_app.py" in p and "'anyio'" in p for p in problems), problems
 
 
 def test_a_runtime_import_declared_only_as_an_extra_is_reported() -> None:

@@ -16,7 +16,7 @@ import json
 import re
 from typing import Any
 
-from ._plan import CallRandom
+from .._plan import CallRandom
 
 #: mesa-llm puts ``'agent_unique_id': N`` in every observation it sends; our replies
 #: write ``agent_unique_id: N``.

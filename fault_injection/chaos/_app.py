@@ -1,7 +1,7 @@
 """`ChaosApp`: an OpenAI-compatible ASGI app (starlette) that fails on a seeded plan.
 
 ``POST /v1/chat/completions`` (and ``/chat/completions``) answers like a real provider
-(see `fault_injection._openai_replies`), except where the `FaultPlan` of its scenario
+(see `fault_injection.chaos._replies`), except where the `FaultPlan` of its scenario
 and seed says otherwise: the n-th request of agent ``unique_id`` gets exactly the fate
 ``plan.call(unique_id, n)``, so a seed reproduces every agent's faults whatever order
 the requests arrive in. Requests that name no agent are keyed as agent 0, numbered in
@@ -48,7 +48,10 @@ from starlette.requests import ClientDisconnect, Request
 from starlette.responses import JSONResponse
 from starlette.routing import Route
 
-from ._fault_log import (
+from .._plan import CallRandom, FaultPlan
+from .._quota import Quota, TokenBucket, quota_from_value
+from .._scenario import FaultKind, Scenario
+from ._log import (
     CLIENT_DISCONNECTED,
     DROPPED,
     QUOTA_EXCEEDED,
@@ -56,17 +59,14 @@ from ._fault_log import (
     FaultLog,
     RequestRecord,
 )
-from ._openai_replies import (
+from ._replies import (
     chat_reply,
     error_body,
     find_agent,
     validate_chat_request,
     wants_tool_call,
 )
-from ._plan import CallRandom, FaultPlan
-from ._quota import Quota, TokenBucket, quota_from_value
-from ._scenario import FaultKind, Scenario
-from ._server_scenarios import SERVER_QUOTAS, resolve_server_scenario
+from ._scenarios import SERVER_QUOTAS, resolve_server_scenario
 
 logger = logging.getLogger("fault_injection.server")
 

@@ -5,7 +5,7 @@ usable at once (connections wait in the backlog until uvicorn accepts them: noth
 poll), and serves from a daemon thread with its own asyncio loop until the ``with``
 block ends. ``python -m fault_injection serve`` runs the same server in the foreground,
 prints its base URL as the first line of stdout, and stops cleanly on SIGINT or SIGTERM
-(see `fault_injection._serve_cli`).
+(see `fault_injection.chaos._cli`).
 """
 
 from __future__ import annotations
@@ -18,10 +18,10 @@ import time
 from collections.abc import Callable, Iterator
 from typing import Any
 
-from ._chaos_app import DEFAULT_MAX_BODY, ChaosApp
-from ._fault_log import FaultLog, RequestRecord
-from ._quota import Quota
-from ._scenario import Scenario
+from .._quota import Quota
+from .._scenario import Scenario
+from ._app import DEFAULT_MAX_BODY, ChaosApp
+from ._log import FaultLog, RequestRecord
 
 
 def _protocol_class(app: ChaosApp) -> type:

@@ -16,7 +16,7 @@ import sys
 import threading
 from typing import Any
 
-from ._server_scenarios import SERVER_SCENARIOS
+from ._scenarios import SERVER_SCENARIOS
 
 
 def add_serve_parser(sub: Any) -> None:
@@ -54,8 +54,8 @@ def add_serve_parser(sub: Any) -> None:
 
 def _quota(args: argparse.Namespace) -> Any:
     """The `Quota` the flags ask for, ``None`` for the scenario's default; ValueError."""
-    from ._quota import Quota
-    from ._server_scenarios import SERVER_QUOTAS
+    from .._quota import Quota
+    from ._scenarios import SERVER_QUOTAS
 
     if args.quota is None and args.quota_burst is None:
         return None

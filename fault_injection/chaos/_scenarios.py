@@ -13,9 +13,9 @@ answers 429 with an honest ``Retry-After`` beyond that. The quota is in real sec
 
 from __future__ import annotations
 
-from ._latency import Fixed, Uniform
-from ._quota import Quota
-from ._scenario import FaultKind, Scenario
+from .._latency import Fixed, Uniform
+from .._quota import Quota
+from .._scenario import FaultKind, Scenario
 
 K = FaultKind
 
