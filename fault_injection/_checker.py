@@ -16,6 +16,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from trio_mesa import StepFailed, StepReport
+from trio_mesa._text import describe_exception
 
 from ._oracle import ExpectedStep
 
@@ -139,7 +140,7 @@ def _check_report(expected: ExpectedStep, report: StepReport) -> list[str]:
             out.append(
                 f"{where}: agent {o.unique_id} ({call.flavor.value}, planned {call.kind.value}, "
                 f"latency {call.latency:g} s) is {o.status.value}, expected {want.value}"
-                + (f" ({type(o.exception).__name__}: {o.exception})" if o.exception else "")
+                + (f" ({describe_exception(o.exception, limit=200)})" if o.exception else "")
             )
             continue
         tries = expected.attempts.get(o.unique_id, 1)

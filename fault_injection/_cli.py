@@ -11,6 +11,7 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+import textwrap
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any, TextIO
@@ -24,7 +25,7 @@ from ._scenarios import SCENARIOS
 from ._toml import ScenarioError, load_scenario
 from .chaos._cli import add_serve_parser, run_serve
 
-_COLUMNS = (
+_STEP_COLUMNS = (
     (Status.OK, "ok"),
     (Status.FAILED, "failed"),
     (Status.TIMED_OUT, "timed out"),
@@ -139,6 +140,7 @@ def _list(out: TextIO) -> None:
 def _run_with_progress(scenario: Scenario, options: dict[str, Any]) -> RunResult:
     try:
         from rich.console import Console
+        from rich.markup import escape
         from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn
     except ImportError:  # rich is optional: plain text
         result = run_scenario(scenario, **options)
@@ -153,7 +155,7 @@ def _run_with_progress(scenario: Scenario, options: dict[str, Any]) -> RunResult
         console=err,
         transient=True,
     ) as progress:
-        task = progress.add_task(f"{scenario.name}", total=scenario.steps, last="")
+        task = progress.add_task(escape(scenario.name), total=scenario.steps, last="")
 
         def on_step(step: StepResult) -> None:
             ok = step.counts[Status.OK]
@@ -169,8 +171,41 @@ def _fmt(seconds: float | None) -> str:
     return "-" if seconds is None else f"{seconds:.2f}"
 
 
-def _kinds(step: StepResult) -> str:
-    return ", ".join(f"{n} {name}" for name, n in sorted(step.failures.items())) or "-"
+def _steps_text(steps: Sequence[int]) -> str:
+    """``[1, 2, 3, 5, 7, 8]`` as ``"1-3, 5, 7-8"``."""
+    runs: list[list[int]] = []
+    for n in steps:
+        if runs and n == runs[-1][-1] + 1:
+            runs[-1].append(n)
+        else:
+            runs.append([n])
+    return ", ".join(str(r[0]) if len(r) == 1 else f"{r[0]}-{r[-1]}" for r in runs)
+
+
+def _raised_lines(result: RunResult) -> list[str]:
+    """What the steps raised (strict mode's `StepFailed`, an interrupt), one line per
+    type: under the step table rather than in it, where a long name would not fit."""
+    where: dict[str, list[int]] = {}
+    for st in result.steps:
+        if st.raised:
+            where.setdefault(st.raised, []).append(st.step)
+    return [
+        f"{'step' if len(steps) == 1 else 'steps'} {_steps_text(steps)} raised {name}"
+        for name, steps in where.items()
+    ]
+
+
+def _kind_rows(result: RunResult) -> list[tuple[str, int, str]]:
+    """(exception type, agent-steps, the steps it happened in) per kind of failure, the
+    commonest first: one row per kind, so a long type name never squeezes the step table."""
+    total: dict[str, int] = {}
+    where: dict[str, list[int]] = {}
+    for st in result.steps:
+        for name, n in st.failures.items():
+            total[name] = total.get(name, 0) + n
+            where.setdefault(name, []).append(st.step)
+    order = sorted(total, key=lambda name: (-total[name], name))
+    return [(name, total[name], _steps_text(where[name])) for name in order]
 
 
 def _header(result: RunResult) -> list[str]:
@@ -254,35 +289,56 @@ def _verdict(result: RunResult) -> list[str]:
     return lines
 
 
-def render_text(result: RunResult) -> str:
-    """The plain-text summary (when rich is not installed)."""
-    lines = _header(result)
-    head = ["step", *(c for _, c in _COLUMNS), "p50 s", "p95 s", "raised", "failures"]
+def render_text(result: RunResult, width: int = 80) -> str:
+    """The plain-text summary (when rich is not installed), ``width`` columns wide: a
+    row per step, a row per kind of failure, the agents that did not succeed in the
+    last step that had any, the mesa-llm comparison and the verdict."""
+    wrap = textwrap.TextWrapper(width=width, subsequent_indent="  ", break_on_hyphens=False)
+    lines = [line for text in _header(result) for line in wrap.wrap(text)]
+    head = ["step", *(c for _, c in _STEP_COLUMNS), "p50 s", "p95 s"]
     rows = [head]
     for st in result.steps:
         counts = st.counts
         rows.append(
             [
                 str(st.step),
-                *(str(counts[s]) for s, _ in _COLUMNS),
+                *(str(counts[s]) for s, _ in _STEP_COLUMNS),
                 _fmt(st.percentile(0.5)),
                 _fmt(st.percentile(0.95)),
-                st.raised or "-",
-                _kinds(st),
             ]
         )
-    widths = [max(len(r[i]) for r in rows) for i in range(len(head) - 1)]
-    for r in rows:
-        lines.append("  ".join(c.rjust(w) for c, w in zip(r, widths, strict=False)) + "  " + r[-1])
+    lines += _columns(rows)
+    lines += _raised_lines(result)
+    kinds = _kind_rows(result)
+    if kinds:
+        lines.append("failures by kind:")
+        table = [["kind", "agent-steps", "steps"], *([k, str(n), w] for k, n, w in kinds)]
+        lines += _columns(table, names_first=True)
     last = _last_not_ok(result)
     if last is not None:
         step, not_ok = last
         lines.append(f"step {step}: the {len(not_ok)} agent(s) that did not succeed")
-        lines.extend(f"  {uid}  {cls}  {status}  {text}" for uid, cls, status, text in not_ok)
-    return (
-        "\n".join([*lines, *_baseline_lines(result), *recovery_lines(result), *_verdict(result)])
-        + "\n"
-    )
+        for uid, cls, status, text in not_ok:
+            lines += wrap.wrap(f"{uid}  {cls}  {status}  {text}")
+    tail = [*_baseline_lines(result), *recovery_lines(result), *_verdict(result)]
+    lines += [line for text in tail for line in (wrap.wrap(text) or [""])]
+    return "\n".join(lines) + "\n"
+
+
+def _columns(rows: list[list[str]], *, names_first: bool = False) -> list[str]:
+    """Rows of cells, each column as wide as its widest cell: numbers to the right (a
+    first column of names, with ``names_first``, to the left), the last column (free
+    text) as it is."""
+    widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]) - 1)]
+    return [
+        "  ".join(
+            c.ljust(w) if names_first and i == 0 else c.rjust(w)
+            for i, (c, w) in enumerate(zip(r, widths, strict=False))
+        )
+        + "  "
+        + r[-1]
+        for r in rows
+    ]
 
 
 def _last_not_ok(result: RunResult) -> tuple[int, list[tuple[Any, str, str, str]]] | None:
@@ -294,50 +350,58 @@ def _last_not_ok(result: RunResult) -> tuple[int, list[tuple[Any, str, str, str]
 
 
 def render_rich(result: RunResult) -> Any:
-    """The rich summary: a row per step, the mesa-llm comparison and the verdict."""
+    """The rich summary, readable on an 80-column terminal: the run's header, a row per
+    step (counts, latencies, the oracle's verdict), a row per kind of failure, the agents
+    that did not succeed in the last step that had any, the mesa-llm comparison and the
+    verdict. Every cell made from a scenario or an agent is `Text`, never markup."""
     from rich.console import Group
     from rich.table import Table
     from rich.text import Text
 
-    table = Table(title=_header(result)[0], title_justify="left", padding=(0, 1))
-    table.add_column("step", justify="right")
+    def numbers(title: str | None = None) -> Table:
+        return Table(title=title, title_justify="left", padding=(0, 1))
+
+    table = numbers()
+    table.add_column("step", justify="right", no_wrap=True)
     short = ("ok", "fail", "t/o", "canc", "skip")
     styles = ("green", "red", "yellow", "magenta", "dim")
     for name, style in zip(short, styles, strict=True):
-        table.add_column(name, justify="right", style=style)
-    table.add_column("p50 s", justify="right")
-    table.add_column("p95 s", justify="right")
-    raised = any(st.raised for st in result.steps)
-    if raised:
-        table.add_column("raised")
-    table.add_column("failures by kind", min_width=24, overflow="fold")
-    table.add_column("oracle")
+        table.add_column(name, justify="right", style=style, no_wrap=True)
+    table.add_column("p50 s", justify="right", no_wrap=True)
+    table.add_column("p95 s", justify="right", no_wrap=True)
+    table.add_column("oracle", no_wrap=True)
     for st in result.steps:
         counts = st.counts
         table.add_row(
             str(st.step),
-            *(str(counts[s]) for s, _ in _COLUMNS),
+            *(str(counts[s]) for s, _ in _STEP_COLUMNS),
             _fmt(st.percentile(0.5)),
             _fmt(st.percentile(0.95)),
-            *([st.raised or ""] if raised else []),
-            _kinds(st),
-            "[green]ok[/]" if not st.mismatches else f"[red]{len(st.mismatches)} off[/]",
+            Text("ok", style="green")
+            if not st.mismatches
+            else Text(f"{len(st.mismatches)} off", style="red"),
         )
-    parts: list[Any] = [table]
+    parts: list[Any] = [Text(_header(result)[0], style="bold"), table]
+    parts += [Text(line, style="bold") for line in _raised_lines(result)]
+    kinds = _kind_rows(result)
+    if kinds:
+        by_kind = numbers("failures by kind")
+        by_kind.add_column("kind", overflow="fold")
+        by_kind.add_column("agent-steps", justify="right", no_wrap=True)
+        by_kind.add_column("steps", ratio=1)
+        for kind, n, steps in kinds:
+            by_kind.add_row(Text(kind), str(n), Text(steps))
+        parts.append(by_kind)
     last = _last_not_ok(result)
     if last is not None:
         step, rows = last
-        agents = Table(
-            title=f"step {step}: the {len(rows)} agent(s) that did not succeed (the rest did)",
-            title_justify="left",
-            padding=(0, 1),
-        )
+        agents = numbers(f"step {step}: the {len(rows)} agent(s) that did not succeed")
         agents.add_column("unique_id", justify="right", no_wrap=True)
-        agents.add_column("class", no_wrap=True)
+        agents.add_column("class", overflow="fold")
         agents.add_column("status", no_wrap=True)
-        agents.add_column("exception", ratio=1)
+        agents.add_column("exception", ratio=1, overflow="fold")
         for uid, cls, status, text in rows:
-            agents.add_row(str(uid), cls, status, text)
+            agents.add_row(Text(str(uid)), Text(cls), Text(status), Text(text))
         parts.append(agents)
     baseline = Text("\n".join(_baseline_lines(result)), style="bold yellow")
     recovery = recovery_lines(result)

@@ -11,6 +11,12 @@ With a provider quota (`Scenario.quota`), every call first asks the run's shared
 `TokenBucket` (on the run's clock, in model seconds) for a token; refused, the call
 raises `RateLimitError` at once with the honest ``retry_after`` (the wait until the next
 token) and does nothing else, though it counts as a call (the request was made).
+
+Every reply (well formed or not) is billed with `trio_mesa.record_usage`: one prompt
+token per whitespace-separated word of the prompt, one completion token per word of the
+reply, cost unknown (``None``), as the chaos server bills. A raised error is not billed.
+With usage tracking on (`trio_mesa.track_usage`, or `simulate`), each agent's
+`AgentOutcome.usage` holds exactly what its fake LLM billed.
 """
 
 from __future__ import annotations
@@ -21,6 +27,8 @@ from dataclasses import dataclass
 from typing import Any
 
 import trio
+
+from trio_mesa import record_usage, track_usage
 
 from ._errors import (
     APIConnectionError,
@@ -71,6 +79,7 @@ class FakeLLM:
         self.quota = quota
         self.calls = 0
         self.model_name = f"fake/agent-{unique_id}"
+        track_usage()  # what `record_usage` asks of a client, once, before its first step
 
     def _next(self) -> PlannedCall:
         self.calls += 1
@@ -92,7 +101,7 @@ class FakeLLM:
         if call.kind is FaultKind.HANG:
             await asyncio.get_running_loop().create_future()  # never set: hangs until cancelled
         await asyncio.sleep(call.latency * self.scale)
-        return self._finish(call)
+        return self._finish(call, prompt)
 
     async def trio_acompletion(self, prompt: str) -> FakeReply:
         """A Trio-flavored completion (sleeps with ``trio.sleep``)."""
@@ -100,26 +109,35 @@ class FakeLLM:
         if call.kind is FaultKind.HANG:
             await trio.sleep_forever()
         await trio.sleep(call.latency * self.scale)
-        return self._finish(call)
+        return self._finish(call, prompt)
 
     def completion(self, prompt: str) -> FakeReply:
         """A sync completion (no sleep; see the module docstring)."""
-        return self._finish(self._next())
+        return self._finish(self._next(), prompt)
 
-    def _finish(self, call: PlannedCall) -> FakeReply:
+    def _finish(self, call: PlannedCall, prompt: str) -> FakeReply:
         kind = call.kind
         if kind is FaultKind.OK:
-            return FakeReply(_reply_json(call), call)
-        if kind is FaultKind.MALFORMED_JSON:
-            return FakeReply(_reply_json(call)[:-7], call)  # cut off mid-object
+            return self._bill(FakeReply(_reply_json(call), call), prompt)
+        if kind is FaultKind.MALFORMED_JSON:  # cut off mid-object
+            return self._bill(FakeReply(_reply_json(call)[:-7], call), prompt)
         if kind is FaultKind.BAD_TOOL_CALL:
-            return FakeReply(json.dumps({"arguments": "dx=1"}), call)
+            return self._bill(FakeReply(json.dumps({"arguments": "dx=1"}), call), prompt)
         if kind is FaultKind.INTERRUPT:
             raise KeyboardInterrupt(
                 f"fault_injection: planned KeyboardInterrupt in agent {self.unique_id}, "
                 f"call {call.call}"
             )
         raise self._exception(call)
+
+    @staticmethod
+    def _bill(reply: FakeReply, prompt: str) -> FakeReply:
+        # A reply is billed, an error is not (a provider charges nothing for a 429); tokens
+        # are counted as the chaos server counts them, one per whitespace-separated word.
+        record_usage(
+            prompt_tokens=len(prompt.split()), completion_tokens=len(reply.content.split())
+        )
+        return reply
 
     def _exception(self, call: PlannedCall) -> Exception:
         model = self.model_name

@@ -28,6 +28,7 @@ import trio
 
 import trio_mesa
 from trio_mesa import Status, StepFailed, StepReport
+from trio_mesa._text import CELL_LIMIT, describe_exception
 
 from ._agents import FakeLLMModel
 from ._checker import ObservedStep, check_step
@@ -435,7 +436,7 @@ class _Observation:
                     durations.append(o.duration / scale)
                 if o.status is not Status.OK:
                     exc = o.exception
-                    text = f"{type(exc).__name__}: {exc}" if exc is not None else ""
+                    text = describe_exception(exc, limit=CELL_LIMIT)
                     not_ok.append((o.unique_id, type(o.agent).__name__, o.status.value, text))
         return StepResult(
             model.steps,

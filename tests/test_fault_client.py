@@ -107,3 +107,34 @@ async def test_hang_is_ended_by_the_timeout_in_virtual_time(mock_clock) -> None:
     assert trio.current_time() == pytest.approx(60.0)
     assert model.running == set()
     assert all(t.done() for t in model.aio_tasks)
+
+
+async def test_replies_are_billed_to_their_agent_and_errors_are_not(mock_clock) -> None:
+    # Every flavor; agents 1-3 get a server error (not billed), 4-5 a malformed reply
+    # (billed: the provider answered), the rest a good one.
+    scenario = Scenario(
+        "u",
+        agents=9,
+        flavors={"asyncio": 1, "trio": 1, "sync": 1},
+        rules=(
+            FaultRule("server_error", agents=(1, 2, 3)),
+            FaultRule("malformed_json", agents=(4, 5)),
+        ),
+    )
+    model = FakeLLMModel.from_scenario(scenario, 0)
+    model.steps = 1
+    prompts = {a.unique_id: a.prompt() for a in model.agents}
+    report = await trio_mesa.step_agents(model.agents)
+    good = '{"tool": "move", "arguments": {"dx": 0, "dy": 0}}'
+    for o in report:
+        uid = o.unique_id
+        if uid <= 3:
+            assert o.status is Status.FAILED and o.usage.calls == 0
+            continue
+        assert o.usage.calls == 1 and o.usage.cost is None
+        assert o.usage.prompt_tokens == len(prompts[uid].split())
+        # A malformed reply is cut off mid-object; its words are fewer, never more.
+        words = len(good.split())
+        assert o.usage.completion_tokens == (words if uid > 5 else words - 1)
+    assert report.usage.calls == 6
+    assert report.usage.prompt_tokens == sum(len(prompts[u].split()) for u in range(4, 10))

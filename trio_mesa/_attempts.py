@@ -25,6 +25,7 @@ from ._breaker import CircuitBreaker, CircuitOpen
 from ._rate_limit import RateLimit, Reservation
 from ._recorder import OutcomeRecorder
 from ._retry import Retry, is_transient, retry_after_of
+from ._text import add_note, describe_exception, safe_repr
 
 
 class Meters:
@@ -116,14 +117,16 @@ class Meters:
                         if now() + delay < deadline:
                             await sleep(delay)
                             continue
-                        exc.add_note(
+                        add_note(
+                            exc,
                             f"trio-mesa: gave up after {call.attempts} attempt(s): the next "
-                            f"wait ({delay:.3g} s) would end past the agent's time limit"
+                            f"wait ({delay:.3g} s) would end past the agent's time limit",
                         )
                     else:
-                        exc.add_note(
+                        add_note(
+                            exc,
                             f"trio-mesa: gave up after {call.attempts} attempt(s) "
-                            f"(Retry(attempts={retry.attempts}))"
+                            f"(Retry(attempts={retry.attempts}))",
                         )
                 recorder.failed(i, agent, exc, start, attempts=call.attempts)
                 return
@@ -160,12 +163,9 @@ class AgentCall:
 
 
 def _reason(agent: Any, exc: BaseException, asked: float) -> str:
-    try:
-        text = str(exc)
-    except Exception:  # an exception whose __str__ raises must not end the step
-        text = "<unprintable>"
     return (
-        f"agent {agent.unique_id!r}: {type(exc).__name__}: {text[:200]} (asked to wait {asked:g} s)"
+        f"agent {safe_repr(agent.unique_id)}: {describe_exception(exc, limit=200)} "
+        f"(asked to wait {asked:g} s)"
     )
 
 

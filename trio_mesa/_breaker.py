@@ -13,6 +13,7 @@ from typing import Literal, NamedTuple
 
 from ._checks import check_count, check_seconds
 from ._clock_domain import ClockDomain
+from ._text import describe_exception
 
 __all__ = ["BreakerEvent", "BreakerState", "CircuitBreaker", "CircuitOpen"]
 
@@ -268,7 +269,9 @@ class CircuitBreaker:
             if probe:
                 self._in_flight = max(0, self._in_flight - 1)
                 if self._state == "half_open":
-                    self._open(now, exc, f"a probe call failed: {_describe(exc)}")
+                    self._open(
+                        now, exc, f"a probe call failed: {describe_exception(exc, limit=200)}"
+                    )
                 return
             if self._state != "closed":
                 return
@@ -282,7 +285,7 @@ class CircuitBreaker:
                     now,
                     exc,
                     f"{n} transient failure{'s' if n != 1 else ''} within "
-                    f"{self._window:g}s, the last {_describe(exc)}",
+                    f"{self._window:g}s, the last {describe_exception(exc, limit=200)}",
                 )
 
     def release(self, *, probe: bool) -> None:
@@ -311,10 +314,3 @@ class CircuitBreaker:
             if self._opened_at is not None and self._reset_at is not None:
                 self._opened_at += offset
                 self._reset_at += offset
-
-
-def _describe(exc: BaseException) -> str:
-    text = str(exc)
-    if len(text) > 200:
-        text = text[:197] + "..."
-    return f"{type(exc).__name__}: {text}" if text else type(exc).__name__

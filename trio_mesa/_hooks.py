@@ -13,6 +13,7 @@ from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
 
 from ._log import logger
 from ._outcome import AgentOutcome, Status
+from ._text import describe_exception, exception_message, safe_repr, safe_str
 
 if TYPE_CHECKING:
     from ._report import StepReport
@@ -58,33 +59,39 @@ class LoggingHook:
         cls = type(outcome.agent).__qualname__
         exc = outcome.exception
         extra = {"agent_unique_id": uid, "agent_class": cls, "agent_status": status.value}
+        # The message is made here, safely: logging would call the agent's __str__ and
+        # __repr__ itself, and print "--- Logging error ---" if either raised.
+        who = safe_repr(uid)
         if status is Status.FAILED:
             logger.error(
-                "agent %r (%s) failed: %s: %s",
-                uid,
+                "agent %s (%s) failed: %s",
+                who,
                 cls,
-                type(exc).__name__,
-                exc,
+                describe_exception(exc),
                 exc_info=exc,
                 extra=extra,
             )
         elif status is Status.TIMED_OUT:
-            what = getattr(exc, "detail", str(exc))
+            detail = getattr(exc, "detail", None)
+            if detail is not None:
+                what = safe_str(detail)
+            else:
+                what = exception_message(exc) if exc is not None else "no exception"
             if outcome.abandoned:
                 logger.warning(
-                    "agent %r (%s) timed out and its worker thread was ABANDONED: it is "
+                    "agent %s (%s) timed out and its worker thread was ABANDONED: it is "
                     "still running and its side effects may still happen (%s)",
-                    uid,
+                    who,
                     cls,
                     what,
                     extra=extra,
                 )
             else:
-                logger.warning("agent %r (%s) timed out: %s", uid, cls, what, extra=extra)
+                logger.warning("agent %s (%s) timed out: %s", who, cls, what, extra=extra)
         elif getattr(exc, "external", False):  # CANCELLED by code outside trio-mesa
             logger.warning(
-                "agent %r (%s) was cancelled by code outside trio-mesa (CancelledError)",
-                uid,
+                "agent %s (%s) was cancelled by code outside trio-mesa (CancelledError)",
+                who,
                 cls,
                 extra=extra,
             )
@@ -156,10 +163,9 @@ def call_safely(hook: Any, value: Any) -> None:
         hook(value)
     except Exception as exc:
         logger.error(
-            "trio-mesa outcome hook %r raised %s: %s; the step goes on",
-            hook,
-            type(exc).__name__,
-            exc,
+            "trio-mesa outcome hook %s raised %s; the step goes on",
+            safe_repr(hook),
+            describe_exception(exc),
             exc_info=exc,
         )
 

@@ -19,6 +19,7 @@ import threading
 from typing import Any
 
 from ._log import logger
+from ._text import describe_exception
 from ._usage import PENDING, add_call, current_ledger, ledger_lock, track_usage
 
 _installed: Any = None  # our CustomLogger, once installed
@@ -75,10 +76,9 @@ def _complain(exc: BaseException) -> None:
     if not _complained:
         _complained = True
         logger.error(
-            "trio-mesa's litellm usage callback failed (%s: %s); usage may be missing. "
+            "trio-mesa's litellm usage callback failed (%s); usage may be missing. "
             "Agents are unaffected. Logged once.",
-            type(exc).__name__,
-            exc,
+            describe_exception(exc),
             exc_info=exc,
         )
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import enum
 from typing import Any, NamedTuple
 
+from ._text import CELL_LIMIT, safe_repr
 from ._usage import NO_USAGE, Usage
 
 
@@ -94,11 +95,11 @@ class AgentOutcome(NamedTuple):
         raise LookupError(f"agent {self.unique_id!r} was skipped: it has no result")
 
     def __repr__(self) -> str:
-        parts = [f"unique_id={self.unique_id!r}", f"status={self.status!r}"]
+        parts = [f"unique_id={safe_repr(self.unique_id)}", f"status={self.status!r}"]
         if self.exception is not None:
-            parts.append(f"exception={self.exception!r}")
+            parts.append(f"exception={safe_repr(self.exception, limit=CELL_LIMIT)}")
         if self.result is not None:
-            parts.append(f"result={self.result!r}")
+            parts.append(f"result={safe_repr(self.result, limit=CELL_LIMIT)}")
         parts.append(f"duration={self.duration:.6g}")
         parts.append(f"attempts={self.attempts}")
         if self.abandoned:

@@ -19,6 +19,7 @@ from ._log import logger
 from ._outcome import AgentOutcome, Status
 from ._policy import StepPolicy
 from ._report import StepReport
+from ._text import add_note, safe_repr
 from ._usage import NO_USAGE, PENDING, freeze, switch
 
 _new_outcome = tuple.__new__  # AgentOutcome is a NamedTuple: skip its Python-level __new__
@@ -109,7 +110,7 @@ class OutcomeRecorder:
         self, i: int, agent: Any, exc: BaseException, start: float, attempts: int = 1
     ) -> None:
         """Agent ``i`` raised ``exc`` (an `Exception`) after starting at ``start``."""
-        exc.add_note(self._note(agent))
+        add_note(exc, self._note(agent))
         self._finish(
             i,
             AgentOutcome(
@@ -157,7 +158,7 @@ class OutcomeRecorder:
             limit=limit,  # type: ignore[arg-type]
             detail=what,
         )
-        exc.add_note(self._note(agent))
+        add_note(exc, self._note(agent))
         if attempts is None:
             attempts = 1 if started else 0
         duration = self.now() - start if started else 0.0
@@ -201,7 +202,7 @@ class OutcomeRecorder:
         )
         if external is not None:
             exc.__cause__ = external
-        exc.add_note(self._note(agent))
+        add_note(exc, self._note(agent))
         duration = self.now() - start if started else 0.0
         if attempts is None:
             attempts = int(started)
@@ -221,9 +222,9 @@ class OutcomeRecorder:
         uid = agent.unique_id
         cls = type(agent).__qualname__
         logger.warning(
-            "agent %r (%s) ran %.3f s past its %s in a worker thread, which cannot be "
+            "agent %s (%s) ran %.3f s past its %s in a worker thread, which cannot be "
             "interrupted: the step waited for it and kept its outcome",
-            uid,
+            safe_repr(uid),
             cls,
             self.now() - deadline,
             "step deadline" if deadline == self.step_deadline else "timeout",
@@ -294,8 +295,8 @@ class OutcomeRecorder:
         if self.fail_fast and self.stopped_by is None:
             self.stopped_by = outcome.agent
             logger.info(
-                "fail_fast: agent %r failed; cancelling the others",
-                outcome.unique_id,
+                "fail_fast: agent %s failed; cancelling the others",
+                safe_repr(outcome.unique_id),
                 extra={
                     "agent_unique_id": outcome.unique_id,
                     "agent_class": type(outcome.agent).__qualname__,

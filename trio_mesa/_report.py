@@ -9,6 +9,7 @@ from typing import Any
 
 from ._errors import StepFailed
 from ._outcome import FAILURE_STATUSES, AgentOutcome, Status
+from ._text import CELL_LIMIT, describe_exception, exception_message, safe_str
 from ._usage import Usage, sum_usage
 
 
@@ -120,7 +121,7 @@ class StepReport:
                     "agent_class": type(o.agent).__name__,
                     "status": o.status.value,
                     "exception_type": type(exc).__name__ if exc is not None else None,
-                    "exception_message": str(exc) if exc is not None else None,
+                    "exception_message": exception_message(exc) if exc is not None else None,
                     "result": o.result,
                     "duration": o.duration,
                     "attempts": o.attempts,
@@ -153,7 +154,7 @@ class StepReport:
         lines = [self._summary()]
         abandoned = self.abandoned
         if abandoned:
-            ids = ", ".join(str(o.unique_id) for o in abandoned)
+            ids = ", ".join(safe_str(o.unique_id) for o in abandoned)
             lines.append(
                 f"WARNING: {len(abandoned)} agent thread(s) still running after the step "
                 f"returned (agents {ids}); their side effects may still happen"
@@ -174,6 +175,7 @@ class StepReport:
         rich is imported only when rich itself asks for this.
         """
         from rich.table import Table
+        from rich.text import Text
 
         ok = len(self.outcomes) - len([o for o in self.outcomes if o.status is not Status.OK])
         caption = f"{ok} OK agent(s) not listed" if ok else None
@@ -198,32 +200,27 @@ class StepReport:
         for o in self.outcomes:
             if o.status is Status.OK:
                 continue
+            # Text, not str: an agent's message is shown as written, never read as markup
+            # (a "[/]" in it would make rich raise).
             table.add_row(
-                str(o.unique_id),
-                type(o.agent).__name__,
-                f"[{style[o.status]}]{o.status.value}[/]",
-                _describe(o.exception),
+                Text(safe_str(o.unique_id)),
+                Text(type(o.agent).__name__),
+                Text(o.status.value, style=style[o.status]),
+                Text(describe_exception(o.exception, limit=CELL_LIMIT)),
                 f"{o.duration:.3f}",
                 str(o.attempts),
             )
         return table
 
 
-def _describe(exc: BaseException | None) -> str:
-    if exc is None:
-        return ""
-    msg = str(exc)
-    return f"{type(exc).__name__}: {msg}" if msg else type(exc).__name__
-
-
 def _rows_to_table(rows: Sequence[AgentOutcome]) -> list[str]:
     cells = [("unique_id", "class", "status", "exception")]
     cells += [
         (
-            str(o.unique_id),
+            safe_str(o.unique_id),
             type(o.agent).__name__,
             o.status.value + (" (thread abandoned)" if o.abandoned else ""),
-            _describe(o.exception),
+            describe_exception(o.exception, limit=CELL_LIMIT),
         )
         for o in rows
     ]
