@@ -228,7 +228,10 @@ class Cassette:
             end = len(objs)
             if set(footer) != {"end"} or footer["end"] != len(body):
                 raise CassetteError(
-                    path, end, "end", f"says {footer.get('end')!r} exchanges, the file has {len(body)}"
+                    path,
+                    end,
+                    "end",
+                    f"says {footer.get('end')!r} exchanges, the file has {len(body)}",
                 )
         elif complete:
             raise CassetteError(
@@ -251,7 +254,7 @@ class Cassette:
             exchanges.append(e)
         if complete:
             lines_of: dict[int | None, list[int]] = {}
-            for (agent, call), n in seen.items():
+            for agent, call in seen:
                 lines_of.setdefault(agent, []).append(call)
             for agent, calls in lines_of.items():
                 calls.sort()

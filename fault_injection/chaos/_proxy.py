@@ -141,7 +141,9 @@ class Replay:
         self._lock = threading.Lock()
         self._used: dict[int | None, set[int]] = {}
 
-    def lookup(self, agent: int | None, call: int, body: dict[str, Any]) -> tuple[Exchange | None, str | None]:
+    def lookup(
+        self, agent: int | None, call: int, body: dict[str, Any]
+    ) -> tuple[Exchange | None, str | None]:
         """The agent's ``call``-th exchange (``None`` beyond the recording) and how the
         request differs from the recorded one (``None``: identical)."""
         exchange = self.cassette.get(agent, call)
@@ -149,7 +151,9 @@ class Replay:
             return None, None
         return exchange, first_difference(exchange.request, body)
 
-    def next_reply(self, agent: int | None, body: dict[str, Any]) -> tuple[Exchange | None, str | None]:
+    def next_reply(
+        self, agent: int | None, body: dict[str, Any]
+    ) -> tuple[Exchange | None, str | None]:
         """Under a fault overlay: the recorded 200 reply for the agent's next successful
         call, and how the request differs from that reply's (``None``: identical).
 
