@@ -18,7 +18,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from trio_mesa import Flavor, RateLimit, Retry, StepPolicy
-from trio_mesa._checks import check_bool, check_count, check_number, check_seconds, shown
+from trio_mesa._checks import MAX_COUNT, check_bool, check_count, check_number, check_seconds, shown
 
 from ._latency import Fixed, Latency, latency_from_value
 from ._quota import Quota, quota_from_value
@@ -86,7 +86,7 @@ def _probability(value: Any, where: str) -> float:
     return check_number(where, value, minimum=0, maximum=1, what="a probability")
 
 
-def _positive_int(value: Any, where: str, maximum: int | None = None) -> int:
+def _positive_int(value: Any, where: str, maximum: int = MAX_COUNT) -> int:
     return check_count(where, value, maximum=maximum)
 
 
@@ -138,7 +138,6 @@ FLAVOR_NAMES = tuple(f.value for f in Flavor)
 #: plan and an oracle hold a record per agent and per step.
 MAX_AGENTS = 1_000_000
 MAX_STEPS = 100_000
-MAX_BURST = 1_000_000_000
 MAX_NAME = 200
 
 #: The kinds whose exception `trio_mesa.is_transient` accepts: a `Retry` tries them again.
@@ -337,7 +336,7 @@ class Scenario:
                 what="a number of starts per second",
             )
         if burst is not None:
-            _positive_int(burst, f"{where}: rate_limit_burst", MAX_BURST)
+            _positive_int(burst, f"{where}: rate_limit_burst")
             if rate is None:
                 raise ValueError(f"{where}: rate_limit_burst needs a rate_limit")
         try:

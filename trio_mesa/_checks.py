@@ -10,7 +10,8 @@ here, so one rule holds everywhere:
 - a number is an ``int`` or ``float``, never a ``bool``, and finite unless the option
   says infinity means "no limit"; an int too large for a float is refused, not left to
   raise ``OverflowError`` later;
-- a count is an ``int`` within its documented bounds.
+- a count is an ``int`` within its documented bounds (at most `MAX_COUNT`, a
+  billion, unless the option says less).
 
 Wrong type: `TypeError`. Right type, wrong value: `ValueError`. The value is shown with
 `safe_repr`, cut short, so a hostile value cannot break the message itself.
@@ -22,7 +23,7 @@ import math
 
 from ._text import safe_repr
 
-__all__ = ["check_bool", "check_count", "check_number", "check_seconds", "shown"]
+__all__ = ["MAX_COUNT", "check_bool", "check_count", "check_number", "check_seconds", "shown"]
 
 
 def shown(value: object) -> str:
@@ -125,7 +126,12 @@ def check_seconds(
     )
 
 
-def check_count(name: str, value: object, *, minimum: int = 1, maximum: int | None = None) -> int:
+#: The largest count any option takes unless it says otherwise (attempts, bursts,
+#: concurrency, threads): beyond any real run, and small enough for float arithmetic.
+MAX_COUNT = 1_000_000_000
+
+
+def check_count(name: str, value: object, *, minimum: int = 1, maximum: int = MAX_COUNT) -> int:
     """``value`` if it is an int with ``minimum <= value <= maximum``.
 
     Raises:
@@ -137,6 +143,6 @@ def check_count(name: str, value: object, *, minimum: int = 1, maximum: int | No
         raise TypeError(f"{name} must be {wanted}, not {shown(value)}")
     if value < minimum:
         raise ValueError(f"{name} must be {wanted}, not {shown(value)}")
-    if maximum is not None and value > maximum:
+    if value > maximum:
         raise ValueError(f"{name} must be {wanted} of at most {maximum:,}, not {shown(value)}")
     return int(value)
