@@ -12,14 +12,11 @@ import math
 from dataclasses import dataclass
 from typing import Any
 
+from trio_mesa._checks import check_seconds
+
 
 def _seconds(name: str, value: Any, *, positive: bool = False) -> float:
-    if isinstance(value, bool) or not isinstance(value, (int, float)):
-        raise TypeError(f"{name} must be a number of seconds, not {value!r}")
-    if math.isnan(value) or math.isinf(value) or value < 0 or (positive and value == 0):
-        kind = "a positive" if positive else "a non-negative"
-        raise ValueError(f"{name} must be {kind} finite number of seconds, not {value!r}")
-    return float(value)
+    return check_seconds(name, value, positive=positive)
 
 
 @dataclass(frozen=True, slots=True)

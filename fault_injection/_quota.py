@@ -17,6 +17,8 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 
+from trio_mesa._checks import check_count, check_number, shown
+
 # A client that waits exactly the advertised time must be admitted: float rounding in
 # ``tokens + elapsed * rate`` must not leave it a hair short of one token.
 _EPSILON = 1e-9
@@ -36,17 +38,12 @@ class Quota:
     burst: int | None = None
 
     def __post_init__(self) -> None:
-        rate = self.rate
-        if isinstance(rate, bool) or not isinstance(rate, (int, float)):
-            raise TypeError(f"Quota.rate must be a number of requests per second, not {rate!r}")
-        if not (rate > 0 and math.isfinite(rate)):
-            raise ValueError(f"Quota.rate must be a positive finite number, not {rate!r}")
-        burst = self.burst
-        if burst is not None and (isinstance(burst, bool) or not isinstance(burst, int)):
-            raise TypeError(f"Quota.burst must be a positive integer or None, not {burst!r}")
-        if burst is not None and burst < 1:
-            raise ValueError(f"Quota.burst must be a positive integer, not {burst!r}")
-        object.__setattr__(self, "rate", float(rate))
+        rate = check_number(
+            "Quota.rate", self.rate, minimum=0, above=True, what="a number of requests per second"
+        )
+        if self.burst is not None:
+            check_count("Quota.burst", self.burst, maximum=1_000_000_000)
+        object.__setattr__(self, "rate", rate)
 
     @property
     def capacity(self) -> int:
@@ -63,7 +60,7 @@ def quota_from_value(value: Quota | float | None, where: str = "quota") -> Quota
     if value is None or isinstance(value, Quota):
         return value
     if isinstance(value, bool) or not isinstance(value, (int, float)):
-        raise TypeError(f"{where} must be a Quota or requests per second, not {value!r}")
+        raise TypeError(f"{where} must be a Quota or requests per second, not {shown(value)}")
     return Quota(value)
 
 

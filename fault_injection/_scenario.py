@@ -18,6 +18,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from trio_mesa import Flavor, RateLimit, Retry, StepPolicy
+from trio_mesa._checks import MAX_COUNT, check_bool, check_count, check_number, check_seconds, shown
 
 from ._latency import Fixed, Latency, latency_from_value
 from ._quota import Quota, quota_from_value
@@ -82,22 +83,18 @@ def _kind(value: Any, where: str) -> FaultKind:
 
 
 def _probability(value: Any, where: str) -> float:
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 <= value <= 1:
-        raise ValueError(f"{where} must be a probability between 0 and 1, not {value!r}")
-    return float(value)
+    return check_number(where, value, minimum=0, maximum=1, what="a probability")
 
 
-def _positive_int(value: Any, where: str) -> int:
-    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-        raise ValueError(f"{where} must be a positive integer, not {value!r}")
-    return value
+def _positive_int(value: Any, where: str, maximum: int = MAX_COUNT) -> int:
+    return check_count(where, value, maximum=maximum)
 
 
 def _int_tuple(value: Any, where: str) -> tuple[int, ...] | None:
     if value is None:
         return None
     if isinstance(value, (str, bytes)) or not hasattr(value, "__iter__"):
-        raise TypeError(f"{where} must be a list of positive integers, not {value!r}")
+        raise TypeError(f"{where} must be a list of positive integers, not {shown(value)}")
     return tuple(_positive_int(v, f"{where} item") for v in value)
 
 
@@ -136,6 +133,12 @@ class FaultRule:
 
 
 FLAVOR_NAMES = tuple(f.value for f in Flavor)
+
+#: Upper bounds of a `Scenario`, far beyond any real run but keeping one bounded: a
+#: plan and an oracle hold a record per agent and per step.
+MAX_AGENTS = 1_000_000
+MAX_STEPS = 100_000
+MAX_NAME = 200
 
 #: The kinds whose exception `trio_mesa.is_transient` accepts: a `Retry` tries them again.
 TRANSIENT_KINDS = frozenset(
@@ -185,8 +188,9 @@ class Scenario:
     Attributes:
         name: how ``python -m fault_injection run NAME`` finds it.
         description: one line for ``list``.
-        agents: number of fake LLM agents (``unique_id`` 1..agents).
-        steps: number of model steps.
+        agents: number of fake LLM agents (``unique_id`` 1..agents), at most
+            ``MAX_AGENTS`` (1,000,000).
+        steps: number of model steps, at most ``MAX_STEPS`` (100,000).
         seed: the default seed (``--seed`` overrides it).
         flavors: weights of ``"asyncio"``, ``"trio"`` and ``"sync"`` agents; the counts
             are proportional (largest remainder) and which agent gets which is seeded.
@@ -245,20 +249,24 @@ class Scenario:
 
     def __post_init__(self) -> None:
         set_ = object.__setattr__
-        if not isinstance(self.name, str) or not self.name:
-            raise ValueError(f"Scenario.name must be a non-empty string, not {self.name!r}")
+        if not isinstance(self.name, str) or not self.name or len(self.name) > MAX_NAME:
+            raise ValueError(
+                f"Scenario.name must be a non-empty string of at most {MAX_NAME} characters, "
+                f"not {shown(self.name)}"
+            )
         where = f"scenario {self.name!r}"
-        _positive_int(self.agents, f"{where}: agents")
-        _positive_int(self.steps, f"{where}: steps")
+        _positive_int(self.agents, f"{where}: agents", MAX_AGENTS)
+        _positive_int(self.steps, f"{where}: steps", MAX_STEPS)
         if isinstance(self.seed, bool) or not isinstance(self.seed, int):
-            raise TypeError(f"{where}: seed must be an int, not {self.seed!r}")
+            raise TypeError(f"{where}: seed must be an int, not {shown(self.seed)}")
+        if not isinstance(self.description, str):
+            raise TypeError(f"{where}: description must be a string, not {shown(self.description)}")
         if not isinstance(self.flavors, Mapping) or not self.flavors:
             raise ValueError(f"{where}: flavors must be a non-empty table of weights")
         for name, weight in self.flavors.items():
             if name not in FLAVOR_NAMES:
-                raise ValueError(f"{where}: unknown flavor {name!r} (one of: {FLAVOR_NAMES})")
-            if isinstance(weight, bool) or not isinstance(weight, (int, float)) or weight < 0:
-                raise ValueError(f"{where}: flavor weight {name}={weight!r} must be >= 0")
+                raise ValueError(f"{where}: unknown flavor {shown(name)} (one of: {FLAVOR_NAMES})")
+            check_number(f"{where}: flavors.{name}", weight, minimum=0, what="a weight")
         if sum(self.flavors.values()) <= 0:
             raise ValueError(f"{where}: flavor weights must not all be zero")
         set_(self, "flavors", dict(self.flavors))
@@ -286,21 +294,11 @@ class Scenario:
         set_(self, "rules", rules)
         for name in ("timeout", "deadline"):
             value = getattr(self, name)
-            if value is None:
-                continue
-            if isinstance(value, bool) or not isinstance(value, (int, float)):
-                raise TypeError(f"{where}: {name} must be seconds or None, not {value!r}")
-            if not (value > 0 and math.isfinite(value)):
-                raise ValueError(f"{where}: {name} must be a positive finite number, not {value!r}")
-        if not isinstance(self.strict, bool):
-            raise TypeError(f"{where}: strict must be true or false, not {self.strict!r}")
-        if isinstance(self.guard, bool) or not isinstance(self.guard, (int, float)):
-            raise TypeError(f"{where}: guard must be a number, not {self.guard!r}")
-        if not 0 <= self.guard < 0.5:
-            raise ValueError(f"{where}: guard must be in [0, 0.5), not {self.guard!r}")
-        rts = self.real_time_scale
-        if isinstance(rts, bool) or not isinstance(rts, (int, float)) or not rts > 0:
-            raise ValueError(f"{where}: real_time_scale must be a positive number, not {rts!r}")
+            if value is not None:
+                check_seconds(f"{where}: {name}", value, positive=True)
+        check_bool(f"{where}: strict", self.strict)
+        check_number(f"{where}: guard", self.guard, minimum=0, maximum=0.5, below=True)
+        check_number(f"{where}: real_time_scale", self.real_time_scale, minimum=0, above=True)
         hangs = self._strikes(FaultKind.HANG)
         if hangs and self.limit == math.inf:
             raise ValueError(
@@ -319,24 +317,24 @@ class Scenario:
         set_(self, "retry", _retry(self.retry, f"{where}: retry"))
         ras = self.retry_afters
         if isinstance(ras, (str, bytes)) or not hasattr(ras, "__iter__"):
-            raise TypeError(f"{where}: retry_afters must be a list of seconds, not {ras!r}")
+            raise TypeError(f"{where}: retry_afters must be a list of seconds, not {shown(ras)}")
         ras = tuple(ras)
-        if not ras or any(
-            isinstance(v, bool) or not isinstance(v, (int, float)) or not (0 <= v < math.inf)
-            for v in ras
-        ):
-            raise ValueError(
-                f"{where}: retry_afters must be a non-empty list of seconds >= 0, not {ras!r}"
-            )
-        set_(self, "retry_afters", tuple(float(v) for v in ras))
+        if not ras:
+            raise ValueError(f"{where}: retry_afters must be a non-empty list of seconds")
+        set_(
+            self,
+            "retry_afters",
+            tuple(check_seconds(f"{where}: retry_afters[{i}]", v) for i, v in enumerate(ras)),
+        )
         rate, burst = self.rate_limit, self.rate_limit_burst
         if rate is not None:
-            if isinstance(rate, bool) or not isinstance(rate, (int, float)):
-                raise TypeError(f"{where}: rate_limit must be starts per second, not {rate!r}")
-            if not (rate > 0 and math.isfinite(rate)):
-                raise ValueError(
-                    f"{where}: rate_limit must be a positive finite number, not {rate!r}"
-                )
+            check_number(
+                f"{where}: rate_limit",
+                rate,
+                minimum=0,
+                above=True,
+                what="a number of starts per second",
+            )
         if burst is not None:
             _positive_int(burst, f"{where}: rate_limit_burst")
             if rate is None:

@@ -31,6 +31,8 @@ from dataclasses import fields
 from pathlib import Path
 from typing import Any
 
+from trio_mesa._checks import shown
+
 from ._scenario import FaultRule, Scenario
 
 
@@ -57,6 +59,10 @@ def load_scenario(path: str | Path) -> Scenario:
         raise ScenarioError(f"{path}: cannot read scenario file: {exc.strerror or exc}") from None
     except tomllib.TOMLDecodeError as exc:
         raise ScenarioError(f"{path}: not valid TOML: {exc}") from None
+    except RecursionError:  # tomllib parses nested arrays and tables recursively
+        raise ScenarioError(f"{path}: not valid TOML: nested too deeply") from None
+    except UnicodeDecodeError as exc:
+        raise ScenarioError(f"{path}: not valid TOML: not UTF-8 ({exc.reason})") from None
     data.setdefault("name", path.stem)
     return scenario_from_dict(data, source=str(path))
 
@@ -82,7 +88,7 @@ def scenario_from_dict(data: dict[str, Any], *, source: str = "scenario") -> Sce
     for i, rule in enumerate(rules):
         where = f"{source}: rules[{i}]"
         if not isinstance(rule, dict):
-            raise ScenarioError(f"{where}: expected a table, not {rule!r}")
+            raise ScenarioError(f"{where}: expected a table, not {shown(rule)}")
         bad = sorted(set(rule) - _RULE_KEYS)
         if bad:
             raise ScenarioError(f"{where}: unknown key(s) {bad}; allowed: {sorted(_RULE_KEYS)}")
@@ -90,12 +96,12 @@ def scenario_from_dict(data: dict[str, Any], *, source: str = "scenario") -> Sce
             raise ScenarioError(f"{where}: missing 'kind'")
         try:
             built.append(FaultRule(**rule))
-        except (TypeError, ValueError) as exc:
+        except (TypeError, ValueError, RecursionError) as exc:
             raise ScenarioError(f"{where}: {exc}") from None
     for key in ("flavors", "faults"):
         if key in values and not isinstance(values[key], dict):
-            raise ScenarioError(f"{source}: '{key}' must be a table, not {values[key]!r}")
+            raise ScenarioError(f"{source}: '{key}' must be a table, not {shown(values[key])}")
     try:
         return Scenario(rules=tuple(built), **values)
-    except (TypeError, ValueError) as exc:
+    except (TypeError, ValueError, RecursionError) as exc:
         raise ScenarioError(f"{source}: {exc}") from None

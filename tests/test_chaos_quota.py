@@ -50,9 +50,21 @@ def client() -> httpx.Client:
 @pytest.mark.parametrize(
     ("kwargs", "error", "words"),
     [
-        ({"rate": 0}, ValueError, "Quota.rate must be a positive finite number, not 0"),
-        ({"rate": -1.5}, ValueError, "Quota.rate must be a positive finite number, not -1.5"),
-        ({"rate": math.inf}, ValueError, "Quota.rate must be a positive finite number, not inf"),
+        (
+            {"rate": 0},
+            ValueError,
+            "Quota.rate must be a positive finite number of requests per second, not 0",
+        ),
+        (
+            {"rate": -1.5},
+            ValueError,
+            "Quota.rate must be a positive finite number of requests per second, not -1.5",
+        ),
+        (
+            {"rate": math.inf},
+            ValueError,
+            "Quota.rate must be a positive finite number of requests per second, not inf",
+        ),
         ({"rate": True}, TypeError, "Quota.rate must be a number"),
         ({"rate": "50"}, TypeError, "Quota.rate must be a number"),
         ({"rate": 5, "burst": 0}, ValueError, "Quota.burst must be a positive integer, not 0"),
@@ -263,7 +275,10 @@ def test_serve_quota_flags_enforce_the_quota_and_report_it() -> None:
 @pytest.mark.parametrize(
     ("args", "words"),
     [
-        (["--quota", "0"], "Quota.rate must be a positive finite number, not 0.0"),
+        (
+            ["--quota", "0"],
+            "Quota.rate must be a positive finite number of requests per second, not 0.0",
+        ),
         (["--quota", "5", "--quota-burst", "0"], "Quota.burst must be a positive integer"),
         (["--quota-burst", "3"], "--quota-burst needs --quota (scenario 'clean' has none)"),
     ],

@@ -63,8 +63,12 @@ async def test_the_same_agent_twice_is_refused():
         ({"deadline": -0.5}, ValueError, "deadline must be a non-negative"),
         ({"deadline": math.nan}, ValueError, "deadline must be a non-negative"),
         ({"timeout": "5"}, TypeError, "timeout must be a number"),
-        ({"max_concurrency": 0}, ValueError, "max_concurrency must be at least 1"),
-        ({"max_concurrency": 2.5}, TypeError, "max_concurrency must be an int"),
+        ({"max_concurrency": 0}, ValueError, "max_concurrency must be a positive integer, not 0"),
+        (
+            {"max_concurrency": 2.5},
+            TypeError,
+            "max_concurrency must be a positive integer, not 2.5",
+        ),
         (
             {"max_concurrency": 2, "limiter": trio.CapacityLimiter(2)},
             ValueError,

@@ -14,6 +14,7 @@ from typing import Any, Literal
 import trio
 
 from ._breaker import CircuitBreaker
+from ._checks import check_bool, check_count, check_seconds, shown
 from ._hooks import check_hooks
 from ._rate_limit import RateLimit
 from ._retry import Retry
@@ -98,11 +99,9 @@ class StepPolicy:
 
     def __post_init__(self) -> None:
         for name in ("strict", "fail_fast", "abandon_threads"):
-            value = getattr(self, name)
-            if not isinstance(value, bool):
-                raise TypeError(f"{name} must be True or False, not {value!r}")
-        if self.shuffle is not None and not isinstance(self.shuffle, bool):
-            raise TypeError(f"shuffle must be True, False or None, not {self.shuffle!r}")
+            check_bool(name, getattr(self, name))
+        if self.shuffle is not None and self.shuffle is not True and self.shuffle is not False:
+            raise TypeError(f"shuffle must be True, False or None, not {shown(self.shuffle)}")
         for name, kind in (
             ("retry", Retry),
             ("rate_limit", RateLimit),
@@ -111,35 +110,25 @@ class StepPolicy:
             value = getattr(self, name)
             if value is not None and not isinstance(value, kind):
                 raise TypeError(
-                    f"{name} must be a trio_mesa.{kind.__name__} or None, not {value!r}"
+                    f"{name} must be a trio_mesa.{kind.__name__} or None, not {shown(value)}"
                 )
         object.__setattr__(self, "hooks", check_hooks(self.hooks, "hooks"))  # as a tuple
         for name in ("timeout", "deadline"):
             value = getattr(self, name)
-            if value is None:
-                continue
-            if isinstance(value, bool) or not isinstance(value, (int, float)):
-                raise TypeError(f"{name} must be a number of seconds or None, not {value!r}")
-            if math.isnan(value) or value < 0:
-                raise ValueError(f"{name} must be a non-negative number of seconds, not {value!r}")
+            if value is not None:  # infinity is allowed: no limit, as None
+                check_seconds(name, value, allow_inf=True)
         if self.max_concurrency is not None:
-            mc = self.max_concurrency
-            if isinstance(mc, bool) or not isinstance(mc, int):
-                raise TypeError(f"max_concurrency must be an int or None, not {mc!r}")
-            if mc < 1:
-                raise ValueError(f"max_concurrency must be at least 1, not {mc!r}")
+            mc = check_count("max_concurrency", self.max_concurrency)
             if self.limiter is not None:
                 raise ValueError(
                     "pass either max_concurrency or limiter, not both "
                     f"(max_concurrency={mc!r}, limiter={self.limiter!r})"
                 )
         if self.limiter is not None and not isinstance(self.limiter, trio.CapacityLimiter):
-            raise TypeError(f"limiter must be a trio.CapacityLimiter, not {self.limiter!r}")
+            raise TypeError(f"limiter must be a trio.CapacityLimiter, not {shown(self.limiter)}")
         if self.sync_mode not in ("inline", "thread"):
-            raise ValueError(f"sync_mode must be 'inline' or 'thread', not {self.sync_mode!r}")
-        mt = self.max_threads
-        if isinstance(mt, bool) or not isinstance(mt, int) or mt < 1:
-            raise ValueError(f"max_threads must be a positive int, not {mt!r}")
+            raise ValueError(f"sync_mode must be 'inline' or 'thread', not {shown(self.sync_mode)}")
+        check_count("max_threads", self.max_threads)
 
     def replace(self, **changes: Any) -> StepPolicy:
         """A copy with ``changes`` applied (and validated)."""
@@ -174,7 +163,9 @@ def resolve_policy(where: str, policy: Any, options: Mapping[str, Any]) -> StepP
     if policy is None:
         policy = _DEFAULT
     elif not isinstance(policy, StepPolicy):
-        raise TypeError(f"{where}: policy must be a trio_mesa.StepPolicy or None, not {policy!r}")
+        raise TypeError(
+            f"{where}: policy must be a trio_mesa.StepPolicy or None, not {shown(policy)}"
+        )
     if not options:
         return policy
     unknown = sorted(set(options) - POLICY_FIELDS)

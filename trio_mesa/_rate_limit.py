@@ -12,7 +12,7 @@ import math
 import threading
 from dataclasses import dataclass
 
-from ._checks import check_count, check_seconds
+from ._checks import check_count, check_number, check_seconds
 from ._clock_domain import ClockDomain
 
 __all__ = ["HoldOff", "RateLimit", "Reservation"]
@@ -101,7 +101,7 @@ class RateLimit:
     """
 
     def __init__(self, rate: float, per: float = 1.0, burst: int | None = None) -> None:
-        self._rate = check_seconds("rate", rate, positive=True)
+        self._rate = check_number("rate", rate, minimum=0, above=True, what="a number of calls")
         self._per = check_seconds("per", per, positive=True)
         self._burst = 1 if burst is None else check_count("burst", burst)
         self._interval = self._per / self._rate

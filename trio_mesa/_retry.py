@@ -18,7 +18,7 @@ from typing import cast
 import tenacity
 
 from ._breaker import CircuitOpen
-from ._checks import check_count, check_seconds
+from ._checks import check_bool, check_count, check_seconds
 from ._errors import AgentCancelled, AgentTimeout
 
 __all__ = ["Retry", "RetryOn", "is_transient", "retry_after_of"]
@@ -278,8 +278,7 @@ class Retry:
                 f"with max_delay={self.max_delay!r}"
             )
         for name in ("jitter", "honor_retry_after"):
-            if not isinstance(getattr(self, name), bool):
-                raise TypeError(f"{name} must be a bool, not {getattr(self, name)!r}")
+            check_bool(name, getattr(self, name))
         if self.max_retry_after is not None:
             check_seconds("max_retry_after", self.max_retry_after)
 

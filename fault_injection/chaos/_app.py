@@ -26,8 +26,10 @@ rounded up: litellm reads only integers there). It uses up no plan call: admitte
 requests then meet the scenario's plan as usual. The quota runs in real seconds;
 ``time_scale`` does not stretch it.
 
-Malformed requests get OpenAI-shaped 4xx JSON errors (400 bad JSON or missing fields,
-404, 405, 413 over ``max_body`` bytes) and the server keeps serving.
+Malformed requests get OpenAI-shaped 4xx JSON errors (400 for bad JSON, a missing or
+wrongly typed field, or a schema beyond the bounds of `validate_chat_request`; 404, 405,
+413 over ``max_body`` bytes), an unexpected error in the server an OpenAI-shaped 500,
+and the server keeps serving.
 """
 
 from __future__ import annotations
@@ -204,7 +206,7 @@ class ChaosApp:
                 Route("/_chaos/health", self._health, methods=["GET"]),
                 Route("/_chaos/stats", self._stats, methods=["GET"]),
             ],
-            exception_handlers={HTTPException: self._http_error},
+            exception_handlers={HTTPException: self._http_error, Exception: self._server_error},
         )
 
     async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
@@ -246,6 +248,13 @@ class ChaosApp:
         assert isinstance(exc, HTTPException)
         return _error_response(exc.status_code, str(exc.detail), **(exc.headers or {}))
 
+    async def _server_error(self, request: Request, exc: Exception) -> Any:
+        # Anything the handlers did not expect: an OpenAI-shaped 500 the client can read
+        # (starlette re-raises after sending it, and uvicorn logs the traceback once);
+        # the server keeps serving.
+        message = f"The chaos server had an unexpected error ({type(exc).__name__})."
+        return _error_response(500, message, "internal_error")
+
     async def _models(self, request: Request) -> Any:
         return JSONResponse(
             {
@@ -265,7 +274,9 @@ class ChaosApp:
             try:
                 seconds = min(float(wait), 60.0)
             except ValueError:
-                raise HTTPException(400, "wait_idle must be a number of seconds") from None
+                seconds = math.nan
+            if not seconds >= 0:  # NaN too
+                raise HTTPException(400, "wait_idle must be a non-negative number of seconds")
             idle = await anyio.to_thread.run_sync(self.log.wait_idle, seconds)
         return {
             "scenario": self.scenario.name,
@@ -311,6 +322,10 @@ class ChaosApp:
             chunks.append(chunk)
         try:
             body = json.loads(b"".join(chunks))
+        except RecursionError:  # json's decoder recurses into nested arrays and objects
+            raise _BadRequest(
+                400, "The request body is nested too deeply.", "invalid_json"
+            ) from None
         except (ValueError, UnicodeDecodeError) as exc:
             message = f"The request body is not valid JSON: {exc}"
             raise _BadRequest(400, message, "invalid_json") from None

@@ -28,6 +28,12 @@ def add_serve_parser(sub: Any) -> None:
         "Prints its base URL on the first line of stdout.",
     )
     serve.add_argument("--host", default="127.0.0.1", help="address to bind (default: 127.0.0.1)")
+    serve.add_argument(
+        "--allow-non-loopback",
+        action="store_true",
+        help="allow a --host that is not loopback (the server has no authentication: "
+        "anyone who can reach it may use it)",
+    )
     serve.add_argument("--port", type=int, default=0, help="port (default: 0, any free port)")
     serve.add_argument(
         "--scenario",
@@ -77,6 +83,20 @@ def run_serve(args: argparse.Namespace) -> int:
     except ValueError as exc:
         sys.stderr.write(f"error: {exc}\n")
         return 2
+    from ._server import is_loopback
+
+    if not is_loopback(args.host):
+        if not args.allow_non_loopback:
+            sys.stderr.write(
+                f"error: --host {args.host} is not a loopback address; the chaos server has "
+                "no authentication, so it binds loopback only unless --allow-non-loopback "
+                "is given\n"
+            )
+            return 2
+        sys.stderr.write(
+            f"WARNING: the chaos server is binding {args.host}, not loopback: anyone who "
+            "can reach this machine can use it and read its fault log\n"
+        )
     stop = threading.Event()
 
     def on_signal(signum: int, frame: Any) -> None:
@@ -91,6 +111,7 @@ def run_serve(args: argparse.Namespace) -> int:
             port=args.port,
             log_path=args.log,
             quota=quota,
+            allow_non_loopback=args.allow_non_loopback,
         )
         try:
             server.start()

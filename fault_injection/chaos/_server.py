@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import ipaddress
 import socket
 import threading
 import time
@@ -42,6 +43,18 @@ def _protocol_class(app: ChaosApp) -> type:
     return ChaosH11Protocol
 
 
+def is_loopback(host: str) -> bool:
+    """Whether ``host`` is a loopback address (``127.0.0.0/8``, ``::1``) or ``localhost``."""
+    if not isinstance(host, str):
+        return False
+    if host.lower() == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host.strip("[]")).is_loopback
+    except ValueError:
+        return False
+
+
 class ChaosServer:
     """A `ChaosApp` served by uvicorn from a background thread.
 
@@ -58,6 +71,8 @@ class ChaosServer:
         clock: the quota's clock (``time.monotonic``).
         shutdown_timeout: seconds `stop` lets unanswered requests (a ``hang``) run
             before cancelling them.
+        allow_non_loopback: bind a host that is not loopback (``127.0.0.0/8``, ``::1``,
+            ``localhost``); refused (`ValueError`) unless this is ``True``.
 
     Attributes:
         app: the `ChaosApp`; log: its `FaultLog`; base_url: ``http://HOST:PORT``
@@ -77,7 +92,14 @@ class ChaosServer:
         shutdown_timeout: float = 2.0,
         quota: Quota | float | None = None,
         clock: Callable[[], float] = time.monotonic,
+        allow_non_loopback: bool = False,
     ) -> None:
+        if not is_loopback(host) and allow_non_loopback is not True:
+            raise ValueError(
+                f"the chaos server binds loopback only, not {host!r}: it answers anyone who "
+                "can reach it, with no authentication (pass allow_non_loopback=True, or "
+                "--allow-non-loopback, to bind another interface on purpose)"
+            )
         self.app = ChaosApp(
             scenario,
             seed,
