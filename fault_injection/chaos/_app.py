@@ -26,6 +26,11 @@ rounded up: litellm reads only integers there). It uses up no plan call: admitte
 requests then meet the scenario's plan as usual. The quota runs in real seconds;
 ``time_scale`` does not stretch it.
 
+With ``upstream=URL`` the app is a proxy: every call the plan lets succeed is forwarded
+to that real endpoint and answered with its reply (and, with ``record=FILE``, recorded
+in a `Cassette`); with ``replay=FILE`` it is answered from a cassette instead, strictly
+or with the plan's faults overlaid (see `fault_injection.chaos._proxy`).
+
 Malformed requests get OpenAI-shaped 4xx JSON errors (400 for bad JSON, a missing or
 wrongly typed field, or a schema beyond the bounds of `validate_chat_request`; 404, 405,
 413 over ``max_body`` bytes), an unexpected error in the server an OpenAI-shaped 500,
@@ -40,6 +45,7 @@ import logging
 import math
 import time
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 import anyio
@@ -47,12 +53,13 @@ import anyio.to_thread
 from starlette.applications import Starlette
 from starlette.exceptions import HTTPException
 from starlette.requests import ClientDisconnect, Request
-from starlette.responses import JSONResponse
+from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
 from .._plan import CallRandom, FaultPlan
 from .._quota import Quota, TokenBucket, quota_from_value
 from .._scenario import FaultKind, Scenario
+from ._cassette import Cassette
 from ._log import (
     CLIENT_DISCONNECTED,
     DROPPED,
@@ -61,6 +68,7 @@ from ._log import (
     FaultLog,
     RequestRecord,
 )
+from ._proxy import Refusal, Served, Source, make_source, spoil_tool_calls
 from ._replies import (
     chat_reply,
     error_body,
@@ -162,10 +170,29 @@ class ChaosApp:
         quota: a `Quota` (or requests per second) every chat request must fit in;
             default: the named scenario's (``"quota"``: 50 requests/s), else none.
         clock: the quota's clock, in seconds (``time.monotonic``; tests pass their own).
+        upstream: a real endpoint's ``api_base``: every call the plan lets succeed is
+            forwarded there (the client's ``Authorization`` passed through) and
+            answered with its reply, status and headers; 502 if it cannot be reached.
+        record: with ``upstream``, write every exchange to this cassette file (JSON
+            lines, flushed as each is sent; the request headers are never written).
+            Only with a scenario that injects no faults.
+        replay: a cassette file (or a loaded `Cassette`) to answer from instead: each
+            agent's n-th call gets its n-th recorded reply, byte for byte. With a
+            scenario that injects faults, the plan decides each call's fate and a
+            successful call gets the agent's next recorded reply (the fault overlay).
+        replay_mode: ``"strict"`` (default): a request that differs from its recording
+            gets a 400 ``replay_diverged`` naming the agent, the call and the first
+            difference, logged as that fault; ``"lenient"``: served anyway.
+
+    Raises:
+        ValueError: for option combinations that make no sense (``record`` without
+            ``upstream``, ``replay`` with it, ``replay_mode`` without ``replay``,
+            ``record`` with faults); `CassetteError` for a cassette that cannot load.
 
     Attributes:
         scenario, seed, plan (`FaultPlan`), log (`FaultLog`), quota (`Quota` or
-        ``None``), bucket (its `TokenBucket`, or ``None``).
+        ``None``), bucket (its `TokenBucket`, or ``None``), source (where successful
+        replies come from when proxying or replaying, else ``None``).
     """
 
     def __init__(
@@ -179,6 +206,10 @@ class ChaosApp:
         time_scale: float | None = None,
         quota: Quota | float | None = None,
         clock: Callable[[], float] = time.monotonic,
+        upstream: str | None = None,
+        record: str | Path | None = None,
+        replay: str | Path | Cassette | None = None,
+        replay_mode: str | None = None,
     ) -> None:
         self.quota = quota_from_value(quota)
         if self.quota is None and isinstance(scenario, str):
@@ -186,6 +217,9 @@ class ChaosApp:
         self.bucket = None if self.quota is None else TokenBucket(self.quota, clock)
         self.scenario = resolve_server_scenario(scenario)
         self.plan = FaultPlan(self.scenario, seed)
+        self.source: Source | None = make_source(
+            self.scenario, upstream, record, replay, replay_mode
+        )
         self.seed = self.plan.seed
         self.log = log if log is not None else FaultLog(log_path)
         self.max_body = max_body
@@ -208,6 +242,17 @@ class ChaosApp:
             ],
             exception_handlers={HTTPException: self._http_error, Exception: self._server_error},
         )
+
+    async def aclose(self) -> None:
+        """Release what the reply source holds on the serving loop (the upstream's HTTP
+        client); call it on that loop before it closes."""
+        if self.source is not None:
+            await self.source.aclose()
+
+    def close(self) -> None:
+        """Finish the cassette being recorded (its end line) and close it; idempotent."""
+        if self.source is not None:
+            self.source.close()
 
     async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
         if self._closing is None:
@@ -256,6 +301,11 @@ class ChaosApp:
         return _error_response(500, message, "internal_error")
 
     async def _models(self, request: Request) -> Any:
+        upstream = getattr(self.source, "upstream", None)
+        if upstream is not None:
+            status, headers, content = await upstream.get("/models", request.headers)
+            kind = headers.get("content-type", "application/json")
+            return Response(content, status_code=status, media_type=kind)
         return JSONResponse(
             {
                 "object": "list",
@@ -320,8 +370,10 @@ class ChaosApp:
             if size > self.max_body:
                 raise _BadRequest(413, f"Request body exceeds {self.max_body} bytes.", "too_large")
             chunks.append(chunk)
+        raw = b"".join(chunks)
+        request.state.raw_body = raw  # what a proxy forwards, byte for byte
         try:
-            body = json.loads(b"".join(chunks))
+            body = json.loads(raw)
         except RecursionError:  # json's decoder recurses into nested arrays and objects
             raise _BadRequest(
                 400, "The request body is nested too deeply.", "invalid_json"
@@ -426,11 +478,12 @@ class ChaosApp:
                 record, status=status, latency=latency, retry_after=retry_after, outcome=SENT
             )
             return
-        reply, tool = chat_reply(
-            body, record.agent, rng, record.request, bad_args=kind is K.BAD_TOOL_CALL
-        )
-        data = json.dumps(reply).encode()
-        detail = ""
+        served = await self._success_reply(record, body, rng, kind, scope)
+        if isinstance(served, Refusal):
+            await self._send_refusal(record, served, latency, scope, receive, send)
+            return
+        status, data, tool = served.status, served.content, served.tool
+        detail = served.detail
         if kind is K.MALFORMED_JSON:
             detail = rng.choice(("garbage", "cut"))
             cut = data[: len(data) // 2]
@@ -441,30 +494,32 @@ class ChaosApp:
             if detail == "reset" and transport is not None:
                 transport.abort()
             else:
-                await send(_start(200, len(data)))
+                await send(_start(status, len(data), served.headers))
                 half = data[: len(data) // 2]
                 await send({"type": "http.response.body", "body": half, "more_body": True})
                 if transport is None:
-                    log.finish(record, status=200, latency=latency, detail=detail, outcome=DROPPED)
+                    log.finish(
+                        record, status=status, latency=latency, detail=detail, outcome=DROPPED
+                    )
                     # Not served by our uvicorn protocol: raising makes the server close.
                     raise ConnectionAbortedError("chaos: connection dropped mid-body")
                 transport.close()
             await _wait_disconnect(receive)
             log.finish(
                 record,
-                status=None if detail == "reset" else 200,
+                status=None if detail == "reset" else status,
                 latency=latency,
                 detail=detail,
                 tool=tool,
                 outcome=DROPPED,
             )
             return
-        await send(_start(200, len(data)))
+        await send(_start(status, len(data), served.headers))
         await send({"type": "http.response.body", "body": data})
-        billed = {} if kind is K.MALFORMED_JSON else reply["usage"]
+        billed = {} if kind is K.MALFORMED_JSON else served.usage
         log.finish(
             record,
-            status=200,
+            status=status,
             latency=latency,
             detail=detail,
             tool=tool,
@@ -473,13 +528,69 @@ class ChaosApp:
             completion_tokens=billed.get("completion_tokens", 0),
         )
 
+    # -- where a successful call's reply comes from ----------------------------------
 
-def _start(status: int, length: int) -> dict[str, Any]:
+    async def _success_reply(
+        self,
+        record: RequestRecord,
+        body: dict[str, Any],
+        rng: CallRandom,
+        kind: FaultKind,
+        scope: Any,
+    ) -> Served | Refusal:
+        """The reply to a call the plan lets through (or spoils: ``bad_tool_call``,
+        ``malformed_json`` and a truncated ``connection_error`` spoil this reply): the
+        server's own, the upstream's, or the cassette's."""
+        if self.source is None:
+            reply, tool = chat_reply(
+                body, record.agent, rng, record.request, bad_args=kind is K.BAD_TOOL_CALL
+            )
+            return Served(200, {}, json.dumps(reply).encode(), tool, reply["usage"])
+        request = Request(scope)
+        raw = getattr(request.state, "raw_body", None)
+        if raw is None:
+            raw = json.dumps(body).encode()
+        served = await self.source.reply(record, body, raw, request.headers)
+        if kind is K.BAD_TOOL_CALL and isinstance(served, Served):
+            served = served._replace(content=spoil_tool_calls(served.content))
+        return served
+
+    async def _send_refusal(
+        self,
+        record: RequestRecord,
+        refusal: Refusal,
+        latency: float,
+        scope: Any,
+        receive: Any,
+        send: Any,
+    ) -> None:
+        """Answer a call replay cannot: an OpenAI-shaped 400, logged as a fault."""
+        logger.warning("chaos server: %s", refusal.message)
+        response = _error_response(refusal.status, refusal.message, refusal.code)
+        try:
+            await response(scope, receive, send)
+        finally:
+            self.log.finish(
+                record,
+                fault=refusal.code,
+                detail=refusal.detail,
+                status=refusal.status,
+                latency=latency,
+                outcome=SENT,
+            )
+
+
+def _start(status: int, length: int, headers: dict[str, str] | None = None) -> dict[str, Any]:
+    """A response start: ``content-type`` (JSON unless ``headers`` say otherwise), the
+    length, and any other kept headers (``retry-after``: a recorded 429's)."""
+    extra = dict(headers or {})
+    kind = extra.pop("content-type", "application/json")
     return {
         "type": "http.response.start",
         "status": status,
         "headers": [
-            (b"content-type", b"application/json"),
+            (b"content-type", kind.encode("latin-1")),
             (b"content-length", str(length).encode()),
+            *((k.encode("latin-1"), v.encode("latin-1")) for k, v in extra.items()),
         ],
     }

@@ -17,11 +17,13 @@ import socket
 import threading
 import time
 from collections.abc import Callable, Iterator
+from pathlib import Path
 from typing import Any
 
 from .._quota import Quota
 from .._scenario import Scenario
 from ._app import DEFAULT_MAX_BODY, ChaosApp
+from ._cassette import Cassette
 from ._log import FaultLog, RequestRecord
 
 
@@ -41,6 +43,20 @@ def _protocol_class(app: ChaosApp) -> type:
             super().connection_lost(exc)
 
     return ChaosH11Protocol
+
+
+def _server_class(app: ChaosApp) -> type:
+    """uvicorn's server, closing ``app``'s upstream client on the serving loop at the end."""
+    import uvicorn
+
+    class ChaosUvicornServer(uvicorn.Server):
+        async def serve(self, sockets: list[socket.socket] | None = None) -> None:
+            try:
+                await super().serve(sockets)
+            finally:
+                await app.aclose()
+
+    return ChaosUvicornServer
 
 
 def is_loopback(host: str) -> bool:
@@ -73,6 +89,9 @@ class ChaosServer:
             before cancelling them.
         allow_non_loopback: bind a host that is not loopback (``127.0.0.0/8``, ``::1``,
             ``localhost``); refused (`ValueError`) unless this is ``True``.
+        upstream, record, replay, replay_mode: proxy to a real endpoint (and record
+            its exchanges in a cassette), or answer from a cassette: see `ChaosApp`.
+            The cassette being recorded gets its end line when the server stops.
 
     Attributes:
         app: the `ChaosApp`; log: its `FaultLog`; base_url: ``http://HOST:PORT``
@@ -93,6 +112,10 @@ class ChaosServer:
         quota: Quota | float | None = None,
         clock: Callable[[], float] = time.monotonic,
         allow_non_loopback: bool = False,
+        upstream: str | None = None,
+        record: str | Path | None = None,
+        replay: str | Path | Cassette | None = None,
+        replay_mode: str | None = None,
     ) -> None:
         if not is_loopback(host) and allow_non_loopback is not True:
             raise ValueError(
@@ -108,6 +131,10 @@ class ChaosServer:
             time_scale=time_scale,
             quota=quota,
             clock=clock,
+            upstream=upstream,
+            record=record,
+            replay=replay,
+            replay_mode=replay_mode,
         )
         self.log: FaultLog = self.app.log
         self.host = host
@@ -174,7 +201,7 @@ class ChaosServer:
             # takes float seconds: sub-second shutdowns (tests use 0.2 s) work.
             timeout_graceful_shutdown=self.shutdown_timeout,  # type: ignore[arg-type]
         )
-        self._server = uvicorn.Server(config)
+        self._server = _server_class(self.app)(config)
 
         def run() -> None:
             try:
@@ -201,6 +228,7 @@ class ChaosServer:
         self._thread.join()
         self._thread = None
         self.log.close()
+        self.app.close()
         if self._error is not None:
             raise RuntimeError(f"chaos server failed: {self._error!r}") from self._error
 
