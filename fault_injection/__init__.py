@@ -15,8 +15,10 @@ Or from a shell: ``python -m fault_injection run flaky --seed 7``.
 For real clients, `chaos_server` serves an OpenAI-compatible endpoint on loopback that
 fails on the same kind of seeded plan (`SERVER_SCENARIOS`), logging every request and
 its fault (`FaultLog`), optionally enforcing a provider's request `Quota` (the
-``quota`` scenario); ``python -m fault_injection serve`` runs it from a shell. It
-needs the ``server`` extra (starlette, uvicorn), imported only when first used.
+``quota`` scenario); ``python -m fault_injection serve`` runs it from a shell. As a
+proxy it records a real model's run in a `Cassette` and replays it offline, with or
+without faults overlaid. It needs the ``server`` extra (starlette, uvicorn, httpx),
+imported only when first used.
 """
 
 from typing import TYPE_CHECKING, Any
@@ -42,7 +44,7 @@ from ._runner import RunResult, StepResult, run_scenario
 from ._scenario import FaultKind, FaultRule, Scenario
 from ._scenarios import SCENARIOS
 from ._toml import ScenarioError, load_scenario, scenario_from_dict
-from .chaos import SERVER_SCENARIOS, FaultLog, RequestRecord
+from .chaos import SERVER_SCENARIOS, Cassette, CassetteError, Exchange, FaultLog, RequestRecord
 
 if TYPE_CHECKING:
     from .chaos import ChaosApp, ChaosServer, chaos_server
@@ -67,9 +69,12 @@ __all__ = [
     "APIConnectionError",
     "APIError",
     "AsyncioLLMAgent",
+    "Cassette",
+    "CassetteError",
     "ChaosApp",
     "ChaosServer",
     "ContentPolicyViolationError",
+    "Exchange",
     "ExpectedRun",
     "ExpectedStep",
     "FakeLLM",

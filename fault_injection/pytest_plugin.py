@@ -14,12 +14,20 @@ other `ChaosServer` options come from the ``chaos_server`` marker (default: ``cl
 
 A provider with a request quota: ``@pytest.mark.chaos_server("quota")`` (50 requests/s)
 or ``@pytest.mark.chaos_server("clean", quota=Quota(5, burst=2))``.
+
+Record once, replay forever: ``@pytest.mark.chaos_server(upstream=URL, record="run.jsonl")``
+records a real model's exchanges; ``@pytest.mark.chaos_server(replay="run.jsonl")``
+answers from them (``replay_mode="lenient"``; a faulty scenario overlays its faults,
+``@pytest.mark.chaos_server("flaky", seed=7, replay="run.jsonl")``). A relative
+``record`` or ``replay`` path is taken from the test file's directory, so a cassette
+committed next to its test is found whatever directory pytest runs from.
 """
 
 from __future__ import annotations
 
 from collections.abc import Iterator
-from typing import TYPE_CHECKING
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 import pytest
 
@@ -42,6 +50,10 @@ def chaos_llm_server(request: pytest.FixtureRequest) -> Iterator[ChaosServer]:
 
     marker = request.node.get_closest_marker("chaos_server")
     args = marker.args if marker is not None else ()
-    kwargs = dict(marker.kwargs) if marker is not None else {}
+    kwargs: dict[str, Any] = dict(marker.kwargs) if marker is not None else {}
+    for option in ("record", "replay"):
+        value = kwargs.get(option)
+        if isinstance(value, (str, Path)) and not Path(value).is_absolute():
+            kwargs[option] = request.path.parent / value
     with ChaosServer(*args, **kwargs) as server:
         yield server

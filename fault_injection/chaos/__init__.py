@@ -6,15 +6,22 @@ request and its fault (`FaultLog`); optionally enforces a provider's request quo
 `chaos_server` runs it in a thread for a test; ``python -m fault_injection serve`` runs
 it from a shell. The names here are also importable from ``fault_injection`` itself.
 `ChaosApp`, `ChaosServer` and `chaos_server` need the ``server`` extra (starlette,
-uvicorn), imported on first use only.
+uvicorn, httpx), imported on first use only.
+
+Record once, replay forever: ``chaos_server(upstream=URL, record="run.jsonl")`` is a
+proxy that records a real model's exchanges per (agent, call number) in a `Cassette`;
+``chaos_server(replay="run.jsonl")`` answers each agent's n-th call with its recorded
+reply, byte for byte, and with a faulty scenario overlays that plan's faults on them.
 
 Modules: ``_app`` (the ASGI app), ``_replies`` (request validation and OpenAI-shaped
 replies), ``_log`` (the request log), ``_scenarios`` (the server's named scenarios),
+``_cassette`` (the cassette file), ``_proxy`` (upstream forwarding and replay),
 ``_server`` (uvicorn on loopback), ``_cli`` (the ``serve`` command).
 """
 
 from typing import TYPE_CHECKING, Any
 
+from ._cassette import Cassette, CassetteError, Exchange
 from ._log import FaultLog, RequestRecord
 from ._scenarios import SERVER_SCENARIOS
 
@@ -39,8 +46,11 @@ def __getattr__(name: str) -> Any:
 
 __all__ = [
     "SERVER_SCENARIOS",
+    "Cassette",
+    "CassetteError",
     "ChaosApp",
     "ChaosServer",
+    "Exchange",
     "FaultLog",
     "RequestRecord",
     "chaos_server",

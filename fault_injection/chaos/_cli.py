@@ -4,7 +4,9 @@ Prints the base URL (``http://127.0.0.1:PORT``) as the first line of stdout, flu
 then a line about the scenario on stderr, and serves until SIGINT or SIGTERM, after
 which it stops cleanly (exit status 0). ``--quota RPS`` (and ``--quota-burst N``) makes
 it a provider with a request quota, on top of any scenario (``--scenario quota`` has
-50 requests/s by default). starlette and uvicorn (the ``server`` extra) are
+50 requests/s by default). ``--upstream URL --record FILE`` makes it a recording proxy
+to a real endpoint; ``--replay FILE`` answers from that cassette (``--replay-mode``,
+and ``--scenario`` to overlay faults). starlette and uvicorn (the ``server`` extra) are
 imported only when the command runs, so ``list`` and ``run`` work without them.
 """
 
@@ -56,6 +58,31 @@ def add_serve_parser(sub: Any) -> None:
         metavar="N",
         help="the quota's burst: requests an idle client may send at once (default: RPS)",
     )
+    serve.add_argument(
+        "--upstream",
+        metavar="URL",
+        help="forward every call the scenario lets succeed to this OpenAI-compatible "
+        "api_base (the client's Authorization header passed through)",
+    )
+    serve.add_argument(
+        "--record",
+        metavar="FILE",
+        help="with --upstream: record every exchange in the cassette FILE (JSON lines; "
+        "no request headers, so no API key)",
+    )
+    serve.add_argument(
+        "--replay",
+        metavar="FILE",
+        help="answer each agent's n-th call with the n-th reply recorded in the cassette "
+        "FILE; with a --scenario that has faults, overlay them on the recorded replies",
+    )
+    serve.add_argument(
+        "--replay-mode",
+        choices=["strict", "lenient"],
+        default=None,
+        help="strict (default): a request that differs from its recording gets a 400 "
+        "naming the first difference; lenient: served anyway",
+    )
 
 
 def _quota(args: argparse.Namespace) -> Any:
@@ -74,6 +101,30 @@ def _quota(args: argparse.Namespace) -> Any:
     return Quota(rate, args.quota_burst)
 
 
+def _source_problem(args: argparse.Namespace) -> str | None:
+    """Why the record/replay flags do not go together, or ``None``."""
+    if args.record is not None and args.upstream is None:
+        return "--record FILE needs --upstream URL: the endpoint whose replies to record"
+    if args.replay is not None and args.upstream is not None:
+        return (
+            "--replay answers from the cassette and --upstream forwards to a live endpoint: "
+            "give one of them"
+        )
+    if args.replay is not None and args.record is not None:
+        return "--record and --replay exclude each other"
+    if args.replay_mode is not None and args.replay is None:
+        return "--replay-mode needs --replay FILE"
+    from ._proxy import has_faults
+
+    if args.record is not None and has_faults(SERVER_SCENARIOS[args.scenario]):
+        return (
+            f"--record needs a scenario without faults, not {args.scenario!r}: a recording "
+            "holds the real model's replies; overlay faults at replay time "
+            f"(--replay FILE --scenario {args.scenario})"
+        )
+    return None
+
+
 def run_serve(args: argparse.Namespace) -> int:
     """Serve until SIGINT or SIGTERM; 0 on a clean stop."""
     from ._server import ChaosServer
@@ -82,6 +133,10 @@ def run_serve(args: argparse.Namespace) -> int:
         quota = _quota(args)
     except ValueError as exc:
         sys.stderr.write(f"error: {exc}\n")
+        return 2
+    problem = _source_problem(args)
+    if problem is not None:
+        sys.stderr.write(f"error: {problem}\n")
         return 2
     from ._server import is_loopback
 
@@ -104,15 +159,26 @@ def run_serve(args: argparse.Namespace) -> int:
 
     previous = {sig: signal.signal(sig, on_signal) for sig in (signal.SIGINT, signal.SIGTERM)}
     try:
-        server = ChaosServer(
-            args.scenario,
-            args.seed,
-            host=args.host,
-            port=args.port,
-            log_path=args.log,
-            quota=quota,
-            allow_non_loopback=args.allow_non_loopback,
-        )
+        try:
+            server = ChaosServer(
+                args.scenario,
+                args.seed,
+                host=args.host,
+                port=args.port,
+                log_path=args.log,
+                quota=quota,
+                allow_non_loopback=args.allow_non_loopback,
+                upstream=args.upstream,
+                record=args.record,
+                replay=args.replay,
+                replay_mode=args.replay_mode,
+            )
+        except OSError as exc:  # the cassette to record cannot be created
+            sys.stderr.write(f"error: cannot write {exc.filename}: {exc.strerror}\n")
+            return 2
+        except ValueError as exc:  # CassetteError too: file, line and field
+            sys.stderr.write(f"error: {exc}\n")
+            return 2
         try:
             server.start()
         except OSError as exc:
@@ -121,6 +187,8 @@ def run_serve(args: argparse.Namespace) -> int:
         sys.stdout.write(f"{server.base_url}\n")
         sys.stdout.flush()
         limit = "" if server.quota is None else f"quota {server.quota.describe()}; "
+        if server.app.source is not None:
+            limit += f"{server.app.source.describe()}; "
         sys.stderr.write(
             f"chaos server: scenario {server.scenario.name!r}, seed {server.seed}; {limit}"
             f"OpenAI api_base {server.api_base}; fault log at {server.base_url}/_chaos/log\n"
