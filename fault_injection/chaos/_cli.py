@@ -103,6 +103,8 @@ def _quota(args: argparse.Namespace) -> Any:
 
 def _source_problem(args: argparse.Namespace) -> str | None:
     """Why the record/replay flags do not go together, or ``None``."""
+    if args.replay is not None and args.record is not None:
+        return "--record and --replay exclude each other"
     if args.record is not None and args.upstream is None:
         return "--record FILE needs --upstream URL: the endpoint whose replies to record"
     if args.replay is not None and args.upstream is not None:
@@ -110,8 +112,6 @@ def _source_problem(args: argparse.Namespace) -> str | None:
             "--replay answers from the cassette and --upstream forwards to a live endpoint: "
             "give one of them"
         )
-    if args.replay is not None and args.record is not None:
-        return "--record and --replay exclude each other"
     if args.replay_mode is not None and args.replay is None:
         return "--replay-mode needs --replay FILE"
     from ._proxy import has_faults
