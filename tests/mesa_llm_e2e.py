@@ -13,8 +13,11 @@ litellm over HTTP) on a ``MultiGrid``, stepped ``steps`` times by:
   inside one ``trio_asyncio.open_loop()`` of the caller's (so litellm's clients outlive
   a step, as in a user's long run).
 
-Prints one JSON document: per step, every agent's outcome, its plan's text and tool
-call, and where it stands.
+Prints one JSON document: per step, every agent's outcome (status, attempts, usage),
+its plan's text and tool call, and where it stands; per run, every agent's final
+position and memory. A run whose ``api_base`` is ``null`` waits for it: the script
+prints ``{"ready": NAME}`` on stdout and reads the URL from a line of stdin (so a test
+can start that run's server after the previous run, as record-then-replay needs).
 """
 
 from __future__ import annotations
@@ -49,6 +52,15 @@ MODEL_NAME = "openai/chaos"
 
 class Walker(LLMAgent):
     """Plans one move per step with Chain-of-Thought and carries it out."""
+
+    def _build_observation(self) -> tuple[Any, dict[str, Any]]:
+        # mesa-llm 0.3.2 lists the neighbours that share a cell in the order they moved
+        # there: under parallel stepping, the order their LLM replies arrived. Sorted by
+        # unique_id, a prompt depends on where the agents are, not on network timing,
+        # so a strict replay (same replies, any arrival order) sees the same prompts.
+        self_state, local_state = super()._build_observation()
+        ordered = sorted(local_state.items(), key=lambda item: int(item[0].rsplit(" ", 1)[1]))
+        return self_state, dict(ordered)
 
     async def astep(self) -> None:
         obs = await self.agenerate_obs()
@@ -103,6 +115,8 @@ def _report_json(model: Town, report: trio_mesa.StepReport, requests: int) -> di
                 "status": o.status.value,
                 "exception": None if o.exception is None else type(o.exception).__name__,
                 "message": None if o.exception is None else str(o.exception)[:300],
+                "attempts": o.attempts,
+                "usage": [o.usage.calls, o.usage.prompt_tokens, o.usage.completion_tokens],
                 **(_agent_view(agents[o.unique_id]) if o.status is Status.OK else {}),
             }
             for o in report.outcomes
@@ -167,7 +181,24 @@ def run(host: str, api_base: str, agents: int, steps: int, timeout: float) -> di
             model.steps += 1
             report = trio_mesa.run_step(model.agents, timeout=timeout)
             out.append(_report_json(model, report, _requests_so_far(api_base)))
-    return {"host": host, "seconds": time.perf_counter() - started, "steps": out}
+    return {
+        "host": host,
+        "seconds": time.perf_counter() - started,
+        "steps": out,
+        "agents": {str(a.unique_id): _final_view(a) for a in model.agents},
+    }
+
+
+def _final_view(agent: Walker) -> dict[str, Any]:
+    memory = agent.memory
+    return {
+        "pos": list(agent.pos),
+        "short_term": [
+            {"step": e.step, "content": json.loads(json.dumps(e.content, default=repr))}
+            for e in memory.short_term_memory
+        ],
+        "long_term": memory.long_term_memory,
+    }
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -180,7 +211,14 @@ def main(argv: list[str] | None = None) -> int:
     logging.getLogger("trio_mesa").propagate = False
     logging.getLogger("mesa_llm").setLevel(logging.CRITICAL)  # tool errors: in the report
     asyncio.run(_warm_up(runs[0]["api_base"]))
-    results = {spec.pop("name"): run(**spec) for spec in runs}
+    results = {}
+    for spec in runs:
+        name = spec.pop("name")
+        if spec["api_base"] is None:
+            sys.stdout.write(json.dumps({"ready": name}) + "\n")
+            sys.stdout.flush()
+            spec["api_base"] = sys.stdin.readline().strip()
+        results[name] = run(**spec)
     sys.stdout.write(json.dumps({"runs": results}) + "\n")
     return 0
 

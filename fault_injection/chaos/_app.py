@@ -550,7 +550,9 @@ class ChaosApp:
         raw = getattr(request.state, "raw_body", None)
         if raw is None:
             raw = json.dumps(body).encode()
-        served = await self.source.reply(record, body, raw, request.headers)
+        # A malformed or cut-off reply never reaches the client intact: it will ask again.
+        intact = kind not in (K.MALFORMED_JSON, K.CONNECTION_ERROR)
+        served = await self.source.reply(record, body, raw, request.headers, intact)
         if kind is K.BAD_TOOL_CALL and isinstance(served, Served):
             served = served._replace(content=spoil_tool_calls(served.content))
         return served

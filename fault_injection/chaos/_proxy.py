@@ -6,8 +6,8 @@ stored) and hands back its status, headers and exact bytes; an unreachable upstr
 an OpenAI-shaped 502 naming it. `Replay` answers from a `Cassette`: plainly (each
 agent's n-th call gets its n-th recorded response, after `first_difference` found the
 request unchanged), or under a fault overlay (`Replay.next_reply`: the agent's next
-recorded 200 reply, preferring one whose request matches exactly, else one of the same
-kind). `make_source` checks the options and builds the `UpstreamSource` or
+recorded 200 reply, preferring one whose request matches exactly, else the next one of
+the same kind). `make_source` checks the options and builds the `UpstreamSource` or
 `ReplaySource` the app asks for each successful call's reply (`Served`, or a `Refusal`
 the app sends as an OpenAI-shaped 400). `fault_injection.chaos._app` decides when
 each is used: the plan still fixes every call's fate.
@@ -116,7 +116,8 @@ def first_difference(recorded: Any, received: Any, path: str = "$") -> str | Non
     """Where two JSON values first differ, as ``PATH: recorded X, received Y``, or ``None``.
 
     Objects compare key by key in sorted order, arrays item by item; each value shown is
-    cut to 80 characters.
+    cut to 80 characters. Two strings that share a long opening are shown from a little
+    before the first character that differs (``PATH (from character N): ...``).
     """
     if isinstance(recorded, dict) and isinstance(received, dict):
         for key in sorted(set(recorded) | set(received)):
@@ -139,12 +140,29 @@ def first_difference(recorded: Any, received: Any, path: str = "$") -> str | Non
         return None
     if recorded == received and type(recorded) is type(received):
         return None
+    if isinstance(recorded, str) and isinstance(received, str):
+        # Long prompts differ deep inside: show where, not their identical openings.
+        at = next(
+            (i for i, (a, b) in enumerate(zip(recorded, received, strict=False)) if a != b),
+            min(len(recorded), len(received)),
+        )
+        if at > _SHOWN // 2:
+            start = at - _SHOWN // 4
+            return (
+                f"{path} (from character {at}): recorded {_show('...' + recorded[start:])}, "
+                f"received {_show('...' + received[start:])}"
+            )
     return f"{path}: recorded {_show(recorded)}, received {_show(received)}"
 
 
 def _kind(request: dict[str, Any]) -> tuple[bool, Any]:
     fmt = request.get("response_format")
     return wants_tool_call(request), fmt.get("type") if isinstance(fmt, dict) else None
+
+
+def _describe_kind(request: dict[str, Any]) -> str:
+    tool, fmt = _kind(request)
+    return "a tool call" if tool else f"{fmt} content" if fmt else "text"
 
 
 class Replay:
@@ -162,6 +180,7 @@ class Replay:
         self.mode = mode
         self._lock = threading.Lock()
         self._used: dict[int | None, set[int]] = {}
+        self._last: dict[int | None, int] = {}  # the latest call served, per agent
 
     def lookup(
         self, agent: int | None, call: int, body: dict[str, Any]
@@ -174,34 +193,38 @@ class Replay:
         return exchange, first_difference(exchange.request, body)
 
     def next_reply(
-        self, agent: int | None, body: dict[str, Any]
+        self, agent: int | None, body: dict[str, Any], *, take: bool = True
     ) -> tuple[Exchange | None, str | None]:
-        """Under a fault overlay: take the recorded 200 reply for the agent's next
-        successful call, and say how the request differs from that reply's (``None``:
-        identical). The reply is marked used (see `use`) in the same step, so two
-        concurrent requests of one agent never get the same one.
+        """Under a fault overlay: the recorded 200 reply for the agent's next successful
+        call, and how the request differs from that reply's (``None``: identical).
 
-        A fault changes what a model sends next (the agent that failed stays put, its
+        A fault changes what a model sends next (an agent that failed stays put, its
         neighbours see it there), so the reply is the agent's first unused one whose
-        request matches exactly, else its first unused one of the same kind (tool call,
-        JSON format, or text), else its first unused one.
+        request matches exactly; else the first unused one of the same kind (tool call,
+        JSON format, or text) recorded after the last one served, so the agent's
+        replies keep their recorded order and a step's replies are not taken by an
+        earlier step; else the first unused one of that kind at all. ``None`` when the
+        agent has no such reply left: a text request never gets a tool call.
+
+        ``take`` marks the reply used in the same step (two concurrent requests of one
+        agent never get the same one); ``take=False`` (a reply a fault then spoils, so
+        the client will ask again) leaves it for the next call.
         """
         with self._lock:
             used = self._used.setdefault(agent, set())
             free = [e for e in self.cassette.calls(agent) if e.status == 200 and e.call not in used]
-            if not free:
-                return None, None
             chosen = next((e for e in free if e.request == body), None)
             if chosen is None:
                 kind = _kind(body)
-                chosen = next((e for e in free if _kind(e.request) == kind), free[0])
-            used.add(chosen.call)
+                same = [e for e in free if _kind(e.request) == kind]
+                last = self._last.get(agent, 0)
+                chosen = next((e for e in same if e.call > last), same[0] if same else None)
+            if chosen is None:
+                return None, None
+            if take:
+                used.add(chosen.call)
+                self._last[agent] = max(self._last.get(agent, 0), chosen.call)
         return chosen, first_difference(chosen.request, body)
-
-    def use(self, exchange: Exchange) -> None:
-        """Mark ``exchange`` as served (`next_reply` will not offer it again)."""
-        with self._lock:
-            self._used.setdefault(exchange.agent, set()).add(exchange.call)
 
 
 #: The ``fault`` a `FaultLog` records for a request replay refused.
@@ -295,8 +318,15 @@ class UpstreamSource:
         return f"forwarding to {self.upstream.base}{where}"
 
     async def reply(
-        self, record: RequestRecord, body: dict[str, Any], raw: bytes, headers: Mapping[str, str]
+        self,
+        record: RequestRecord,
+        body: dict[str, Any],
+        raw: bytes,
+        headers: Mapping[str, str],
+        intact: bool = True,
     ) -> Served | Refusal:
+        """Forward the call and record what came back (``intact`` does not matter here:
+        the upstream answered once, and that is what happened)."""
         status, got, content = await self.upstream.forward("/chat/completions", raw, headers)
         if self.writer is not None:
             # What the client gets is recorded, the upstream's own errors and a 502 for
@@ -339,16 +369,24 @@ class ReplaySource:
         return f"replaying {c.path} ({len(c)} exchanges, {len(c.agents)} agents), {how}"
 
     async def reply(
-        self, record: RequestRecord, body: dict[str, Any], raw: bytes, headers: Mapping[str, str]
+        self,
+        record: RequestRecord,
+        body: dict[str, Any],
+        raw: bytes,
+        headers: Mapping[str, str],
+        intact: bool = True,
     ) -> Served | Refusal:
+        """The recorded reply to this call, or why there is none. ``intact=False``: a
+        fault will spoil the reply before the client reads it, so under an overlay it
+        stays available for the client's next attempt."""
         agent, call, path = record.agent, record.call, self.replay.cassette.path
         who = "unattributed requests" if agent is None else f"agent {agent}"
         if self.overlay:
-            exchange, diff = self.replay.next_reply(agent, body)
+            exchange, diff = self.replay.next_reply(agent, body, take=intact)
             if exchange is None:
                 message = (
                     f"Replay: {who}, call {call}: the cassette {path} has no successful "
-                    f"reply of {who} left to serve."
+                    f"reply of this kind ({_describe_kind(body)}) of {who} left to serve."
                 )
                 return Refusal(message, REPLAY_EXHAUSTED)
             detail = f"recorded call {exchange.call}" + (f"; differs at {diff}" if diff else "")

@@ -1,0 +1,179 @@
+"""End to end, record once and replay forever, with real mesa-llm agents over loopback.
+
+A clean chaos server stands in for the real provider. Twelve ``LLMAgent``s
+(``tests/mesa_llm_e2e.py``, litellm over HTTP, stepped by ``trio_mesa.run_step``) run
+three steps through a recording proxy (``chaos_server(upstream=..., record=...)``).
+Then the upstream and the proxy are stopped and the same seeded model runs again
+against ``chaos_server(replay=cassette)``: every agent's position, memory and every
+`StepReport` outcome (status, exception, attempts, usage; durations are not compared)
+must be identical, and no request may differ from its recording (strict mode). Then
+once more with the ``flaky`` scenario overlaid on the cassette: every call's fate is
+the `FaultPlan`'s, every successful reply the recording's, and every agent's outcome
+is the one the server's log predicts (`test_e2e_mesa_llm.predict`: litellm's and
+mesa-llm's retry rules applied to that agent's requests).
+
+One subprocess runs all three (importing mesa_llm patches Mesa process-wide and costs
+seconds); it waits on stdin for each later run's URL, so each server can be started
+only once the run before it is over.
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import threading
+from contextlib import ExitStack
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+from test_e2e_mesa_llm import AGENTS, E2E, FAULT_TIMEOUT, FLAKY_SEED, HELPER, mismatches
+
+from fault_injection import SERVER_SCENARIOS, Cassette, ChaosServer, FaultPlan, chaos_server
+
+STEPS = 3
+
+
+class Runs:
+    def __init__(
+        self, result: dict[str, Any], servers: dict[str, ChaosServer], cassette: Path
+    ) -> None:
+        self.result = result
+        self.servers = servers
+        self.cassette = cassette
+        self.e2e = E2E(servers, result)
+
+    def run(self, name: str) -> dict[str, Any]:
+        return self.result["runs"][name]
+
+
+def _next_line(proc: subprocess.Popen[str]) -> dict[str, Any]:
+    line = proc.stdout.readline() if proc.stdout is not None else ""
+    assert line, "the e2e helper died; see its stderr"
+    return json.loads(line)
+
+
+@pytest.fixture(scope="module")
+def runs(tmp_path_factory) -> Runs:
+    tmp = tmp_path_factory.mktemp("replay")
+    cassette = tmp / "run.jsonl"
+    spec = {"host": "trio", "agents": AGENTS, "steps": STEPS}
+    with ExitStack() as stack, open(tmp / "stderr.txt", "w+") as stderr:
+        upstream = stack.enter_context(chaos_server("clean"))
+        proxy = stack.enter_context(chaos_server(upstream=upstream.api_base, record=cassette))
+        specs = [
+            {"name": "record", "api_base": proxy.api_base, "timeout": 30.0, **spec},
+            {"name": "replay", "api_base": None, "timeout": 30.0, **spec},
+            {"name": "overlay", "api_base": None, "timeout": FAULT_TIMEOUT, **spec},
+        ]
+        proc = subprocess.Popen(
+            [sys.executable, str(HELPER), json.dumps(specs)],
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            stderr=stderr,
+            text=True,
+        )
+        watchdog = threading.Timer(300, proc.kill)  # a broken run must not hang the suite
+        watchdog.start()
+        try:
+            assert _next_line(proc) == {"ready": "replay"}
+            # Offline from here on: the provider is gone, the cassette complete.
+            proxy.stop()
+            upstream.stop()
+            replay = stack.enter_context(chaos_server(replay=cassette))
+            proc.stdin.write(replay.api_base + "\n")
+            proc.stdin.flush()
+            assert _next_line(proc) == {"ready": "overlay"}
+            overlay = stack.enter_context(chaos_server("flaky", FLAKY_SEED, replay=cassette))
+            proc.stdin.write(overlay.api_base + "\n")
+            proc.stdin.flush()
+            result = _next_line(proc)
+            assert proc.wait(timeout=60) == 0
+        except BaseException:
+            proc.kill()
+            stderr.seek(0)
+            sys.stderr.write(stderr.read()[-5000:])
+            raise
+        finally:
+            watchdog.cancel()
+            proc.wait()
+        for server in (replay, overlay):
+            assert server.wait_idle(10)
+        servers = {"record": proxy, "replay": replay, "overlay": overlay, "upstream": upstream}
+        yield Runs(result, servers, cassette)
+
+
+def _outcomes(run: dict[str, Any]) -> list[list[dict[str, Any]]]:
+    return [step["outcomes"] for step in run["steps"]]
+
+
+def test_the_recording_is_a_clean_run_of_every_agent(runs) -> None:
+    for step in _outcomes(runs.run("record")):
+        assert [o["status"] for o in step] == ["ok"] * AGENTS
+        assert all(o["attempts"] == 1 and o["usage"][0] == 2 for o in step)  # plan + tool call
+    cassette = Cassette.load(runs.cassette)
+    # Every agent's plan and tool call of every step, plus the helper's warm-up (agent 0).
+    assert sorted(a for a in cassette.agents if a is not None) == list(range(AGENTS + 1))
+    assert [len(cassette.calls(uid)) for uid in range(1, AGENTS + 1)] == [2 * STEPS] * AGENTS
+    assert {e.status for e in cassette} == {200}
+    assert len(runs.servers["upstream"].records()) == len(cassette) == 1 + 2 * STEPS * AGENTS
+
+
+def test_replay_reproduces_positions_memories_and_every_report(runs) -> None:
+    record, replay = runs.run("record"), runs.run("replay")
+    assert _outcomes(replay) == _outcomes(record)  # statuses, attempts, usage, plans, moves
+    assert replay["agents"] == record["agents"]  # final positions and memories
+    # Strict replay: no request differed from its recording, every one was answered
+    # from the cassette (the upstream was already stopped).
+    log = runs.servers["replay"].records()
+    assert runs.servers["replay"].log.faults() == []
+    assert len(log) == 2 * STEPS * AGENTS and {r.status for r in log} == {200}
+    with pytest.raises(httpx.ConnectError):
+        httpx.get(runs.servers["upstream"].base_url + "/_chaos/health", timeout=2)
+
+
+def test_the_positions_moved_so_the_comparison_means_something(runs) -> None:
+    record = runs.run("record")
+    start = {str(i + 1): [i % 8, i // 8] for i in range(AGENTS)}  # where Town places them
+    assert {uid: a["pos"] for uid, a in record["agents"].items()} != start
+    assert all(a["short_term"] for a in record["agents"].values())
+
+
+def test_overlaid_faults_match_the_oracle_for_every_agent(runs) -> None:
+    assert mismatches(runs.e2e, "overlay") == []
+    records = runs.servers["overlay"].records()
+    plan = FaultPlan(SERVER_SCENARIOS["flaky"], FLAKY_SEED)
+    for r in records:  # the fate of every call is the plan's
+        assert r.planned == plan.call(r.agent, r.call).kind.value, r
+    faults = {r.fault for r in records} - {"ok"}
+    assert {"hang", "malformed_json", "bad_tool_call"} <= faults
+    assert "replay_exhausted" not in faults  # the recording had a reply for every success
+    statuses = {o["status"] for step in _outcomes(runs.run("overlay")) for o in step}
+    assert {"ok", "failed", "timed_out"} <= statuses
+    # Every successful reply is the recording's (the clean upstream's), not a new one:
+    # each plan an agent acted on, and each tool call it made, is one recorded for it.
+    served = [r for r in records if r.fault == "ok" and r.status == 200]
+    assert served and all(r.detail.startswith("recorded call ") for r in served)
+    recorded: dict[int, set[str]] = {}
+    for e in Cassette.load(runs.cassette):
+        message = json.loads(e.content)["choices"][0]["message"]
+        texts = recorded.setdefault(e.agent, set())
+        texts.add(message["content"] or "")
+        texts.update(tc["function"]["arguments"] for tc in message.get("tool_calls") or [])
+    acted = 0
+    for step in _outcomes(runs.run("overlay")):
+        for o in step:
+            if o["status"] == "ok":
+                acted += 1
+                assert o["plan_text"] in recorded[o["unique_id"]]
+                for tc in o["tool_calls"]:
+                    args = tc["arguments"]
+                    if args in recorded[o["unique_id"]]:
+                        continue
+                    # bad_tool_call: the recorded arguments, cut short by the plan
+                    assert any(r.startswith(args) for r in recorded[o["unique_id"]]), args
+                    with pytest.raises(ValueError):
+                        json.loads(args)
+    assert acted >= AGENTS
