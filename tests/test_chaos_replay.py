@@ -123,6 +123,12 @@ def client() -> Iterator[httpx.Client]:
         yield c
 
 
+def faults(server: ChaosServer) -> list:
+    """The server's faults once no request is in flight (a client has its response a
+    moment before the server records how the exchange ended)."""
+    return [r for r in server.records() if r.fault != "ok"]
+
+
 def post(client: httpx.Client, server: ChaosServer, body: dict, **headers: str) -> httpx.Response:
     return client.post(server.api_base + "/chat/completions", json=body, headers=headers)
 
@@ -228,7 +234,7 @@ def test_replay_answers_each_agents_call_byte_for_byte_in_any_order(recorded, se
             assert r.status_code == 200
             assert r.content == got[(agent, call)]
             assert r.headers["content-type"] == "application/json"
-        assert server.log.faults() == []
+        assert faults(server) == []
 
 
 def test_identical_prompts_from_two_agents_keep_their_own_replies(tmp_path, client) -> None:
@@ -256,7 +262,7 @@ def test_a_diverged_request_is_refused_naming_agent_call_and_first_difference(
         assert "agent 3, call 2" in message and str(path) in message
         assert "$.messages[1].content: recorded \"{'agent_unique_id': 3} call 2\"" in message
         assert "changed its mind" in message
-        [fault] = server.log.faults()
+        [fault] = faults(server)
         assert (fault.agent, fault.call, fault.fault, fault.status) == (
             3,
             2,
@@ -286,7 +292,7 @@ def test_a_call_beyond_the_recording_names_agent_and_call(recorded, client) -> N
         assert error["code"] == "replay_exhausted"
         assert "agent 5, call 3 is beyond the recording" in error["message"]
         assert "2 call(s) of agent 5" in error["message"]
-        assert [r.fault for r in server.log.faults()] == ["replay_exhausted"]
+        assert [r.fault for r in faults(server)] == ["replay_exhausted"]
         unknown = post(client, server, chat(99))
         assert "agent 99, call 1" in unknown.json()["error"]["message"]
 
@@ -363,6 +369,43 @@ def test_overlay_faults_strike_by_the_plan_and_successes_get_recorded_replies(
     ]
 
 
+def test_overlay_leaves_a_spoiled_reply_for_the_retry_and_never_crosses_kinds(
+    recorded, client
+) -> None:
+    path, got = recorded
+    scenario = Scenario(
+        name="spoil",
+        agents=5,
+        latency=0.0,
+        rules=(
+            FaultRule(K.MALFORMED_JSON, agents=(1,), calls=(1,)),
+            FaultRule(K.CONNECTION_ERROR, agents=(2,), calls=(1,)),
+        ),
+        real_time_scale=0.01,
+    )
+    with chaos_server(scenario, seed=1, replay=path) as server:
+        cut = post(client, server, _body(1, 1))
+        assert cut.status_code == 200 and cut.content != got[(1, 1)]
+        # The client never read recorded call 1 intact, so its next attempt gets it.
+        assert post(client, server, _body(1, 1)).content == got[(1, 1)]
+        with pytest.raises(httpx.TransportError):
+            post(client, server, _body(2, 1))
+        assert post(client, server, _body(2, 1)).content == got[(2, 1)]
+        # Agent 1's text replies are used up; a text request never gets its tool call.
+        r = post(client, server, chat(1, "one more plan"))
+        assert r.json()["error"]["code"] == "replay_exhausted"
+        assert "no successful reply of this kind (text) of agent 1" in r.json()["error"]["message"]
+        assert post(client, server, _body(1, 2)).content == got[(1, 2)]
+
+
+def test_streaming_is_refused_when_proxying_and_nothing_is_forwarded(client) -> None:
+    with chaos_server("clean") as up, chaos_server(upstream=up.api_base) as proxy:
+        r = post(client, proxy, {**chat(1), "stream": True})
+        assert r.status_code == 400
+        assert "'stream': true is not supported" in r.json()["error"]["message"]
+        assert up.records() == []
+
+
 # -- bad input ----------------------------------------------------------------------------
 
 
@@ -433,3 +476,33 @@ def test_the_marker_replays_a_cassette_next_to_the_test(chaos_llm_server, client
     r = post(client, chaos_llm_server, chat(1))
     assert r.status_code == 200
     assert r.content == Cassette.load(CASSETTE).get(1, 1).content
+
+
+# -- the command line ---------------------------------------------------------------------
+
+
+def test_serve_records_then_replays_from_a_shell(tmp_path) -> None:
+    import signal
+
+    from test_chaos_cli import post as cli_post
+    from test_chaos_cli import serve
+
+    cassette = tmp_path / "run.jsonl"
+    body = chat(2)
+    with chaos_server("clean") as upstream:
+        record = ("--upstream", upstream.api_base, "--record", str(cassette))
+        with serve(*record) as (proc, url):
+            status, first = cli_post(url + "/v1/chat/completions", body)
+            assert status == 200
+            proc.send_signal(signal.SIGINT)
+            assert proc.wait(timeout=30) == 0
+            err = proc.stderr.read()
+        assert f"forwarding to {upstream.api_base}; recording to {cassette}" in err
+    assert len(Cassette.load(cassette)) == 1  # stopped cleanly: the end line is there
+    with serve("--replay", str(cassette), "--replay-mode", "strict") as (proc, url):
+        assert cli_post(url + "/v1/chat/completions", body) == (200, first)
+        status, error = cli_post(url + "/v1/chat/completions", body)
+        assert (status, error["error"]["code"]) == (400, "replay_exhausted")
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(timeout=30) == 0
+        assert "replaying" in proc.stderr.read()

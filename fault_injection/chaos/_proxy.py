@@ -66,7 +66,7 @@ class Upstream:
         return self._client
 
     async def forward(
-        self, path: str, content: bytes, headers: dict[str, str]
+        self, path: str, content: bytes, headers: Mapping[str, str]
     ) -> tuple[int, dict[str, str], bytes]:
         """POST ``content`` to the upstream's ``path``; its status, headers and body.
 
