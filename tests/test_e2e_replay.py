@@ -177,3 +177,38 @@ def test_overlaid_faults_match_the_oracle_for_every_agent(runs) -> None:
                     with pytest.raises(ValueError):
                         json.loads(args)
     assert acted >= AGENTS
+
+
+PIN_NEIGHBOUR_ORDER = """
+import json, os
+os.environ.setdefault("LITELLM_LOCAL_MODEL_COST_MAP", "True")
+os.environ.setdefault("OPENAI_API_KEY", "sk-not-used")
+from mesa import Model
+from mesa.space import MultiGrid
+from mesa_llm.llm_agent import LLMAgent
+from mesa_llm.reasoning.cot import CoTReasoning
+
+model = Model(rng=1)
+model.grid = MultiGrid(5, 5, torus=True)
+a, b, c = (LLMAgent(model, CoTReasoning, llm_model="openai/x", vision=1) for _ in range(3))
+model.grid.place_agent(a, (0, 0))
+model.grid.place_agent(b, (1, 1))
+model.grid.place_agent(c, (1, 1))
+first = list(a._build_observation()[1])
+model.grid.move_agent(b, (1, 2))
+model.grid.move_agent(b, (1, 1))  # b arrives after c now
+print(json.dumps([first, list(a._build_observation()[1])]))
+"""
+
+
+def test_upstream_mesa_llm_lists_cellmates_in_the_order_they_arrived() -> None:
+    # Why tests/mesa_llm_e2e.py's Walker sorts its neighbours: mesa-llm 0.3.2 lists
+    # agents sharing a cell in arrival order, so under parallel stepping a prompt
+    # depends on which LLM reply came back first, and a strict replay diverges.
+    proc = subprocess.run(
+        [sys.executable, "-c", PIN_NEIGHBOUR_ORDER], capture_output=True, text=True, timeout=120
+    )
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    first, after = json.loads(proc.stdout.strip().splitlines()[-1])
+    assert first == ["LLMAgent 2", "LLMAgent 3"]
+    assert after == ["LLMAgent 3", "LLMAgent 2"]  # the same place, another prompt
