@@ -9,9 +9,12 @@ functions to put back exactly.
 
 from __future__ import annotations
 
+import contextvars
 import functools
 import sys
-from collections.abc import Callable
+import threading
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from typing import Any
 
 from mesa.agentset import AbstractAgentSet, AgentSet, _HardKeyAgentSet
@@ -42,11 +45,16 @@ _ORIGINAL_SHUFFLE_DO: dict[type, Callable[..., Any]] = {
 def _parallel_shuffle_do(original: Callable[..., Any]) -> Callable[..., Any]:
     @functools.wraps(original)
     def shuffle_do(self: Any, method: Any, *args: Any, **kwargs: Any) -> Any:
-        if method == "step" and not args and not kwargs and len(self):
-            model = getattr(next(iter(self)), "model", None)
-            if getattr(model, "parallel_stepping", False):
-                step_set_sync(self)
+        if not args and not kwargs and (method == "step" or method == "astep") and len(self):
+            stepper = run_stepper.get()
+            if stepper is not None:  # inside a trio_mesa.simulate model step
+                stepper(self, method)
                 return self
+            if method == "step":
+                model = getattr(next(iter(self)), "model", None)
+                if getattr(model, "parallel_stepping", False):
+                    step_set_sync(self)
+                    return self
         return original(self, method, *args, **kwargs)
 
     shuffle_do.__trio_mesa_original__ = original  # type: ignore[attr-defined]
@@ -78,6 +86,44 @@ def disable_automatic_parallel_stepping():  # mesa-llm's signature: no annotatio
     """Put Mesa's original ``shuffle_do`` functions back (the very same objects)."""
     for cls, original in _ORIGINAL_SHUFFLE_DO.items():
         cls.shuffle_do = original
+
+
+#: The agent-set stepper of the `trio_mesa.simulate` run whose ``model.step()`` runs in
+#: this context: ``stepper(agent_set, "step" | "astep")``. ``None`` elsewhere.
+run_stepper: contextvars.ContextVar[Callable[[Any, str], Any] | None] = contextvars.ContextVar(
+    "trio_mesa_run_stepper", default=None
+)
+_run_patch_lock = threading.Lock()
+_run_patch: dict[str, Any] = {"runs": 0, "previous": {}}
+
+
+@contextmanager
+def stepping_for_run(stepper: Callable[[Any, str], Any]) -> Iterator[None]:
+    """Inside the block, ``shuffle_do("step")``/``("astep")`` in this context calls
+    ``stepper``: the patch `enable_automatic_parallel_stepping` makes, installed for the
+    block if it was not (and then put back as it was, even on KeyboardInterrupt),
+    left alone if the user had installed it. Runs going on at once share one patch."""
+    with _run_patch_lock:
+        if _run_patch["runs"] == 0:
+            previous = {}
+            for cls in _PATCHED_CLASSES:
+                current = cls.__dict__["shuffle_do"]
+                if not hasattr(current, "__trio_mesa_original__"):
+                    previous[cls] = current
+                    cls.shuffle_do = _parallel_shuffle_do(_ORIGINAL_SHUFFLE_DO[cls])
+            _run_patch["previous"] = previous
+        _run_patch["runs"] += 1
+    token = run_stepper.set(stepper)
+    try:
+        yield
+    finally:
+        run_stepper.reset(token)
+        with _run_patch_lock:
+            _run_patch["runs"] -= 1
+            if _run_patch["runs"] == 0:
+                for cls, previous_fn in _run_patch["previous"].items():
+                    cls.shuffle_do = previous_fn
+                _run_patch["previous"] = {}
 
 
 def install_do_async() -> None:
