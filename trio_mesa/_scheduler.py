@@ -122,7 +122,8 @@ class Step:
                 watch = step_watch.get()
                 if watch is not None:  # a simulate run: it may stop the step (Budget)
                     watch(self.recorder.stop)
-                await self._spawn(nursery)
+                if not self.recorder.stopping:  # stopped already: no agent is started
+                    await self._spawn(nursery)
         except BaseExceptionGroup as group:
             raise _unwrap_fatal(group) from None
         if self.recorder.unsettled:

@@ -126,6 +126,7 @@ class Run:
             )
             self.step_reports = []
             self.in_step = False
+        self.final_reason()
 
     def expect(self, agents: int) -> None:
         with self.lock:
@@ -174,15 +175,29 @@ class Run:
             stop(f"the run was stopped: {why}")
 
     def stop(self, why: str) -> None:
+        """A limit was reached (``why`` names it and the figures at that moment)."""
         with self.lock:
             if self.stopped_because is not None:
                 return
-            self.stopped_because = f"{why} after step {self.step}"
             assert self.budget is not None
             self.stop_now = self.budget.stop == "now"
+            # "now": the figures when the limit was reached, in the step it stopped;
+            # "after_step": rewritten with the step's final figures by `end_step`.
+            self.stopped_because = f"{why} in step {self.step}"
             stoppers = list(self.stoppers) if self.stop_now else []
         for stop in stoppers:
             stop(f"the run was stopped: {self.stopped_because}")
+
+    def final_reason(self) -> None:
+        """After a step that reached a limit with ``stop="after_step"``: the figures then."""
+        budget = self.budget
+        if self.stopped_because is None or budget is None or self.stop_now:
+            return
+        why = budget.usage_crossed(self.usage_done) or budget.lost_crossed(
+            self.lost, self.agent_steps
+        )
+        if why is not None:
+            self.stopped_because = f"{why} after step {self.step}"
 
     def report(self) -> RunReport:
         return RunReport(
@@ -343,7 +358,7 @@ def simulate(
         patch is removed in every case.
     """
     where = "trio_mesa.simulate()"
-    refuse_inside_event_loop(where)
+    _refuse_inside_event_loop(where)
     if clock is not None and not isinstance(clock, trio.abc.Clock):
         raise TypeError(f"{where}: clock must be a trio.abc.Clock or None, not {clock!r}")
     _check_arguments(where, model, steps, budget, progress)
@@ -356,6 +371,16 @@ def simulate(
 
     trio.run(main, clock=clock)
     return box[0]
+
+
+def _refuse_inside_event_loop(where: str) -> None:
+    try:
+        refuse_inside_event_loop(where)
+    except RuntimeError:
+        raise RuntimeError(
+            f"{where} starts its own Trio run and cannot be called from inside a running "
+            "event loop; in asyncio code use `await trio_mesa.aio_simulate(...)`"
+        ) from None
 
 
 def _has_asyncio_agents(model: Any) -> bool:
