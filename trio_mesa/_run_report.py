@@ -202,9 +202,6 @@ class RunReport:
             line += f"; {self.lost} lost"
         if self.retries:
             line += f"; {self.retries} retries"
-        usage = self.usage
-        if usage:
-            line += f"; {usage}"
         return line
 
     def __repr__(self) -> str:
@@ -217,6 +214,9 @@ class RunReport:
 
     def __str__(self) -> str:
         lines = [self._summary()]
+        usage = self.usage
+        if usage:
+            lines.append(f"usage: {usage}")
         if self.stopped_because:
             lines.append(f"stopped early: {self.stopped_because}")
         lines.append(
@@ -239,7 +239,10 @@ class RunReport:
         """
         from rich.table import Table
 
-        caption = f"stopped early: {self.stopped_because}" if self.stopped_because else None
+        notes = [f"usage: {self.usage}"] if self.usage else []
+        if self.stopped_because:
+            notes.append(f"stopped early: {self.stopped_because}")
+        caption = "\n".join(notes) or None
         table = Table(title=self._summary(), caption=caption)
         for name in ("step", "ok", "failed", "timed out", "cancelled", "retries", "tokens", "s"):
             table.add_column(name, justify="right", no_wrap=True)
