@@ -362,3 +362,72 @@ def test_simulate_trio_host_keeps_asyncio_agents_on_one_loop() -> None:
     run = trio_mesa.simulate(M(), 3, progress=False)
     assert run.counts[Status.OK] == 12
     assert len(loops) == 1
+
+
+class TwoKinds(mesa.Model):
+    """Steps agents_by_type (a _HardKeyAgentSet), a selected AgentSet with "astep", and
+    do_async: three agent-set steps in one model step, each filed under it."""
+
+    def __init__(self) -> None:
+        super().__init__(rng=5)
+        for i in range(1, 5):
+            TokenAgent(self, i / 16)
+
+    def step(self) -> None:
+        self.agents_by_type[TokenAgent].shuffle_do("step")
+        odd = self.agents.select(lambda a: a.unique_id % 2 == 1)
+        assert type(odd) is AgentSet
+        odd.shuffle_do("astep")
+        results = asyncio.run(self.agents.do_async("astep"))  # compat's, in this thread
+        self.results = sorted(r for r in results)
+
+
+def test_every_kind_of_agent_set_call_is_stepped_and_filed() -> None:
+    model = TwoKinds()
+    run = trio_mesa.simulate(model, 2, clock=virtual(), progress=False, timeout=10)
+    assert [len(s.reports) for s in run.steps] == [3, 3]
+    for s in run.steps:
+        by_type, odd, all_async = s.reports
+        assert sorted(o.unique_id for o in by_type) == [1, 2, 3, 4]
+        assert sorted(o.unique_id for o in odd) == [1, 3]
+        assert sorted(o.unique_id for o in all_async) == [1, 2, 3, 4]
+        assert all(o.status is Status.OK for o in s.outcomes())
+    assert model.results == [2, 2, 2, 2]
+    assert all(
+        a.done == [1, 1, 1, 2, 2, 2] if a.unique_id % 2 else a.done == [1, 1, 2, 2]
+        for a in model.agents
+    )
+    assert run.usage.calls == 2 * (4 + 2 + 4)
+
+
+def test_an_error_in_model_step_ends_the_run_and_propagates() -> None:
+    class Broken(TokenModel):
+        def step(self) -> None:
+            super().step()
+            if self.steps == 2:
+                raise RuntimeError("the model's own bug")
+
+    model = Broken(3)
+    with pytest.raises(RuntimeError, match="the model's own bug"):
+        trio_mesa.simulate(model, 5, clock=virtual(), progress=False)
+    assert model.after == [1, 2]
+
+
+def test_strict_mode_step_failed_propagates_from_the_model_step() -> None:
+    model = TokenModel(3, fail={2: (1,)})
+    with pytest.raises(trio_mesa.StepFailed):
+        trio_mesa.simulate(model, 3, clock=virtual(), progress=False, strict=True)
+    assert model.after == []
+
+
+def test_aio_simulate_budget_and_reporters() -> None:
+    async def main() -> RunReport:
+        AioAgent.lock = asyncio.Lock()
+        return await trio_mesa.aio_simulate(
+            AioModel(5), 10, progress=False, budget=Budget(max_tokens=40)
+        )
+
+    run = asyncio.run(main())
+    # 20 tokens a step: 40 is reached in step 2
+    assert len(run.steps) == 2
+    assert run.stopped_because == "max_tokens=40 crossed: 40 tokens after step 2"
