@@ -47,7 +47,7 @@ def test_the_display_says_cost_unknown_and_why_it_stops() -> None:
     text = _render(ProgressView(run))
     assert "ETA --:--" in text
     assert "tokens 14  cost unknown" in text
-    assert "stopping: max_calls=1 crossed: 2 calls in step 1" in text
+    assert "stopped: max_calls=1 crossed: 2 calls in step 1" in text
 
 
 class Agent(mesa.Agent):

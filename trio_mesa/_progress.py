@@ -20,8 +20,7 @@ if TYPE_CHECKING:
 def _clock(seconds: float | None) -> str:
     if seconds is None:
         return "--:--"
-    seconds = int(round(seconds))
-    hours, rest = divmod(seconds, 3600)
+    hours, rest = divmod(round(seconds), 3600)
     minutes, secs = divmod(rest, 60)
     return f"{hours}:{minutes:02d}:{secs:02d}" if hours else f"{minutes:02d}:{secs:02d}"
 
@@ -71,7 +70,7 @@ class ProgressView:
         line.append(f"  in flight {f['in_flight']}  tokens {f['tokens']:,}  {cost}")
         parts: list[Any] = [head, line]
         if f["stopped"]:
-            parts.append(Text(f"stopping: {f['stopped']}", style="yellow"))
+            parts.append(Text(f"stopped: {f['stopped']}", style="yellow"))
         return Group(*parts)
 
 

@@ -105,7 +105,7 @@ class Run:
 
     def eta(self) -> float | None:
         """Seconds left at the mean pace of the finished steps (``None`` before one)."""
-        if not self.finished:
+        if not self.finished or self.stopped_because is not None:
             return None
         pace = (self.now() - self.started) / len(self.finished)
         return max(0.0, pace * (self.requested - len(self.finished)))
