@@ -431,3 +431,23 @@ def test_aio_simulate_budget_and_reporters() -> None:
     # 20 tokens a step: 40 is reached in step 2
     assert len(run.steps) == 2
     assert run.stopped_because == "max_tokens=40 crossed: 40 tokens after step 2"
+
+
+def test_keyboard_interrupt_from_an_agent_cancels_the_rest_and_unpatches() -> None:
+    before = _HardKeyAgentSet.__dict__["shuffle_do"]
+
+    class Interrupting(TokenAgent):
+        @trio_native
+        async def astep(self) -> int:
+            if self.model.steps == 2:
+                raise KeyboardInterrupt
+            return await super().astep()
+
+    model = TokenModel(3)
+    Interrupting(model, 0.5)
+    with pytest.raises(KeyboardInterrupt):
+        trio_mesa.simulate(model, 5, clock=virtual(), progress=False)
+    assert model.after == [1]
+    assert _HardKeyAgentSet.__dict__["shuffle_do"] is before
+    # the agents sleeping when it happened were cancelled: none recorded step 2
+    assert all(a.done == [1] for a in model.agents)

@@ -5,10 +5,11 @@ How it runs. ``model.step()`` is sync, and the agent sets it steps must run on a
 loop that is *not* blocked by it, so each ``model.step()`` call runs in a worker thread
 (one at a time: the model is only ever touched by one thread) while the host's loop
 runs on: the Trio run of `simulate` (``trio.to_thread``) or the caller's asyncio loop
-for `aio_simulate` (``run_in_executor``). Inside that thread, compat's automatic
-parallel stepping patch (`trio_mesa.compat._patching.stepping_for_run`, installed for
-the run only) turns ``shuffle_do("step")``/``("astep")`` into a blocking call back into
-the host loop (``trio.from_thread.run`` / ``asyncio.run_coroutine_threadsafe``), where
+for `aio_simulate` (``run_in_executor``). Inside that thread, the automatic stepping
+patch compat's `enable_automatic_parallel_stepping` uses too
+(`trio_mesa._auto_stepping.stepping_for_run`, installed for the run only) turns
+``shuffle_do("step")``/``("astep")`` into a blocking call back into the host loop
+(``trio.from_thread.run`` / ``asyncio.run_coroutine_threadsafe``), where
 the step runs as any `step_agents`/`aio_step_agents` call would. The one loop serves
 every step of the run, so asyncio agents (on the Trio host: one trio-asyncio loop opened
 for the whole run when ``model.agents`` has an asyncio-flavored agent at the start) keep
@@ -33,7 +34,6 @@ import time
 import weakref
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from dataclasses import fields
 from typing import Any
 
 import trio
@@ -45,6 +45,7 @@ from ._api import (
     refuse_inside_event_loop,
     step_agents,
 )
+from ._auto_stepping import stepping_for_run
 from ._budget import Budget
 from ._flavor import Flavor, step_plan
 from ._hooks import step_watch
@@ -266,14 +267,10 @@ def _run_policy(where: str, policy: Any, options: dict[str, Any], hook: Any) -> 
 
 @contextmanager
 def _scoped(run: Run, policy: StepPolicy, stepper: Callable[[Any, str], Any]) -> Iterator[None]:
-    """The run's context: automatic stepping, compat's policy (``do_async``), the watch."""
-    from .compat import policy as compat_policy
-    from .compat._patching import stepping_for_run
-
-    options = {f.name: getattr(policy, f.name) for f in fields(StepPolicy) if f.name != "shuffle"}
+    """The run's context: automatic stepping and its policy (``do_async``), the watch."""
     token = step_watch.set(run.watch)
     try:
-        with compat_policy(**options), stepping_for_run(stepper):
+        with stepping_for_run(stepper, policy):
             yield
     finally:
         step_watch.reset(token)
