@@ -43,7 +43,7 @@ def _mesa_original(cls: type) -> Callable[..., Any]:
     return current
 
 
-ORIGINAL_SHUFFLE_DO: dict[type, Callable[..., Any]] = {
+ORIGINAL_SHUFFLE_DO: dict[type[AbstractAgentSet], Callable[..., Any]] = {
     cls: _mesa_original(cls) for cls in PATCHED_CLASSES
 }
 
