@@ -259,9 +259,10 @@ def test_zero_steps() -> None:
 @pytest.mark.parametrize(
     ("kwargs", "error", "match"),
     [
-        ({"steps": 1.5}, TypeError, "steps must be an int"),
-        ({"steps": True}, TypeError, "steps must be an int"),
-        ({"steps": -1}, ValueError, "steps must be >= 0"),
+        ({"steps": 1.5}, TypeError, "steps must be an integer >= 0, not 1.5"),
+        ({"steps": True}, TypeError, "steps must be an integer >= 0, not True"),
+        ({"steps": -1}, ValueError, "steps must be an integer >= 0, not -1"),
+        ({"steps": 10**8}, ValueError, "steps must be .* at most 10,000,000"),
         ({"progress": 1}, TypeError, "progress must be True, False or None"),
         ({"budget": {"max_tokens": 1}}, TypeError, "budget must be a trio_mesa.Budget"),
         ({"timeout": -1}, ValueError, "timeout"),
@@ -284,14 +285,16 @@ def test_a_model_without_step_is_refused() -> None:
 @pytest.mark.parametrize(
     ("kwargs", "error", "match"),
     [
-        ({"max_calls": True}, TypeError, "max_calls must be an int"),
-        ({"max_calls": 1.0}, TypeError, "max_calls must be an int"),
-        ({"max_tokens": -1}, ValueError, "max_tokens must be >= 0"),
-        ({"max_cost": float("nan")}, ValueError, "max_cost must be a finite"),
-        ({"max_cost": float("inf")}, ValueError, "max_cost must be a finite"),
+        ({"max_calls": True}, TypeError, "max_calls must be an integer >= 0, not True"),
+        ({"max_calls": 1.0}, TypeError, "max_calls must be an integer"),
+        ({"max_tokens": -1}, ValueError, "max_tokens must be an integer >= 0"),
+        ({"max_tokens": 10**13}, ValueError, "max_tokens must be .* at most 1,000,000,000,000"),
+        ({"max_cost": float("nan")}, ValueError, "max_cost must be a non-negative finite"),
+        ({"max_cost": float("inf")}, ValueError, "max_cost must be a non-negative finite"),
+        ({"max_cost": 10**400}, ValueError, "max_cost is too large"),
         ({"max_cost": "1"}, TypeError, "max_cost must be a number"),
-        ({"max_lost_fraction": 1.5}, ValueError, "between 0 and 1"),
-        ({"max_lost_fraction": -0.1}, ValueError, "max_lost_fraction must be a finite"),
+        ({"max_lost_fraction": 1.5}, ValueError, r"max_lost_fraction must be .* in \[0, 1\]"),
+        ({"max_lost_fraction": -0.1}, ValueError, r"max_lost_fraction must be .* in \[0, 1\]"),
         ({"stop": "later"}, ValueError, "stop must be 'after_step' or 'now'"),
     ],
 )

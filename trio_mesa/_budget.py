@@ -5,10 +5,14 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Literal
 
-from ._checks import check_seconds
+from ._checks import check_count, check_number, shown
 from ._usage import Usage
 
 StopMode = Literal["after_step", "now"]
+
+
+#: The largest ``max_calls`` or ``max_tokens``: a trillion, beyond any real run's spend.
+MAX_BUDGET_COUNT = 10**12
 
 
 def _check_limit(name: str, value: object, *, integer: bool) -> None:
@@ -16,14 +20,11 @@ def _check_limit(name: str, value: object, *, integer: bool) -> None:
         return
     where = f"trio_mesa.Budget(): {name}"
     if integer:
-        if isinstance(value, bool) or not isinstance(value, int):
-            raise TypeError(f"{where} must be an int or None, not {value!r}")
-        if value < 0:
-            raise ValueError(f"{where} must be >= 0, not {value!r}")
-        return
-    if isinstance(value, bool) or not isinstance(value, (int, float)):
-        raise TypeError(f"{where} must be a number or None, not {value!r}")
-    check_seconds(where, value)  # finite, non-negative (the message names the field)
+        check_count(where, value, minimum=0, maximum=MAX_BUDGET_COUNT)
+    elif name == "max_lost_fraction":
+        check_number(where, value, minimum=0, maximum=1, what="a fraction of agent-steps")
+    else:
+        check_number(where, value, minimum=0, what="a number (USD)")
 
 
 @dataclass(frozen=True, slots=True)
@@ -53,8 +54,9 @@ class Budget:
 
     Raises:
         TypeError, ValueError: on construction, for a limit that is not ``None`` or a
-            non-negative finite number (``bool`` refused; counts must be ``int``), a
-            ``max_lost_fraction`` above 1, or another ``stop``.
+            non-negative finite number (``bool`` refused; ``max_calls`` and
+            ``max_tokens`` must be ``int``, at most 10**12), a ``max_lost_fraction``
+            outside [0, 1], or another ``stop``.
     """
 
     max_calls: int | None = None
@@ -68,14 +70,9 @@ class Budget:
         _check_limit("max_tokens", self.max_tokens, integer=True)
         _check_limit("max_cost", self.max_cost, integer=False)
         _check_limit("max_lost_fraction", self.max_lost_fraction, integer=False)
-        if self.max_lost_fraction is not None and self.max_lost_fraction > 1:
-            raise ValueError(
-                "trio_mesa.Budget(): max_lost_fraction is a fraction of agent-steps, "
-                f"between 0 and 1, not {self.max_lost_fraction!r}"
-            )
         if self.stop not in ("after_step", "now"):
             raise ValueError(
-                f"trio_mesa.Budget(): stop must be 'after_step' or 'now', not {self.stop!r}"
+                f"trio_mesa.Budget(): stop must be 'after_step' or 'now', not {shown(self.stop)}"
             )
 
     def usage_crossed(self, usage: Usage) -> str | None:

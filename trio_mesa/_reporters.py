@@ -14,6 +14,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
+from ._checks import shown
 from ._outcome import Status
 from ._report import StepReport
 from ._usage import sum_usage
@@ -63,7 +64,7 @@ def model_reporters(prefix: str = "") -> dict[str, Callable[[Any], Any]]:
         TypeError: ``prefix`` is not a str.
     """
     if not isinstance(prefix, str):
-        raise TypeError(f"trio_mesa.model_reporters(): prefix must be a str, not {prefix!r}")
+        raise TypeError(f"trio_mesa.model_reporters(): prefix must be a str, not {shown(prefix)}")
     return {
         f"{prefix}ok": _status_count(Status.OK),
         f"{prefix}failed": _status_count(Status.FAILED),

@@ -47,6 +47,7 @@ from ._api import (
 )
 from ._auto_stepping import stepping_for_run
 from ._budget import Budget
+from ._checks import check_count, shown
 from ._flavor import Flavor, step_plan
 from ._hooks import step_watch
 from ._outcome import FAILURE_STATUSES, AgentOutcome, Status
@@ -54,6 +55,10 @@ from ._policy import StepPolicy, resolve_policy
 from ._report import StepReport
 from ._run_report import ModelStep, RunReport
 from ._usage import NO_USAGE, Usage, track_usage
+
+#: The most steps one run takes: ten million, beyond any real run (and refused
+#: before the first step, like every other bad argument).
+MAX_RUN_STEPS = 10_000_000
 
 #: The latest run of each model (what `trio_mesa.model_reporters` read).
 runs_by_model: weakref.WeakKeyDictionary[Any, Run] = weakref.WeakKeyDictionary()
@@ -229,15 +234,12 @@ class _Watcher(_Collector):
 
 def _check_arguments(where: str, model: Any, steps: Any, budget: Any, progress: Any) -> None:
     if not callable(getattr(model, "step", None)):
-        raise TypeError(f"{where}: model must have a callable step() method, not {model!r}")
-    if isinstance(steps, bool) or not isinstance(steps, int):
-        raise TypeError(f"{where}: steps must be an int, not {steps!r}")
-    if steps < 0:
-        raise ValueError(f"{where}: steps must be >= 0, not {steps!r}")
+        raise TypeError(f"{where}: model must have a callable step() method, not {shown(model)}")
+    check_count(f"{where}: steps", steps, minimum=0, maximum=MAX_RUN_STEPS)
     if budget is not None and not isinstance(budget, Budget):
-        raise TypeError(f"{where}: budget must be a trio_mesa.Budget or None, not {budget!r}")
-    if progress is not None and not isinstance(progress, bool):
-        raise TypeError(f"{where}: progress must be True, False or None, not {progress!r}")
+        raise TypeError(f"{where}: budget must be a trio_mesa.Budget or None, not {shown(budget)}")
+    if progress is not None and progress is not True and progress is not False:
+        raise TypeError(f"{where}: progress must be True, False or None, not {shown(progress)}")
 
 
 def _show_progress(where: str, progress: bool | None) -> bool:
@@ -357,7 +359,7 @@ def simulate(
     where = "trio_mesa.simulate()"
     _refuse_inside_event_loop(where)
     if clock is not None and not isinstance(clock, trio.abc.Clock):
-        raise TypeError(f"{where}: clock must be a trio.abc.Clock or None, not {clock!r}")
+        raise TypeError(f"{where}: clock must be a trio.abc.Clock or None, not {shown(clock)}")
     _check_arguments(where, model, steps, budget, progress)
     box: list[RunReport] = []
 
