@@ -92,8 +92,15 @@ class Counted(mesa.Agent):
         Counted.calls += 1
 
 
+class SteppingModel(mesa.Model):
+    """A model whose own step steps its agents (what `simulate` drives)."""
+
+    def step(self) -> None:
+        self.agents.shuffle_do("step")
+
+
 def _model() -> mesa.Model:
-    model = mesa.Model(rng=0)
+    model = SteppingModel(rng=0)
     Counted(model)
     Counted(model)
     return model
@@ -110,6 +117,10 @@ def _run(entry: str, model: mesa.Model, **options: Any) -> Any:
         return trio.run(main)
     if entry == "aio_step_agents":
         return asyncio.run(trio_mesa.aio_step_agents(model.agents, **options))
+    if entry == "simulate":
+        return trio_mesa.simulate(model, 1, progress=False, **options)
+    if entry == "aio_simulate":
+        return asyncio.run(trio_mesa.aio_simulate(model, 1, progress=False, **options))
     assert entry == "compat.configure"
     before = compat.configure()
     try:
@@ -118,7 +129,14 @@ def _run(entry: str, model: mesa.Model, **options: Any) -> Any:
         compat.configure(**before.as_kwargs())
 
 
-ENTRIES = ["run_step", "step_agents", "aio_step_agents", "compat.configure"]
+ENTRIES = [
+    "run_step",
+    "step_agents",
+    "aio_step_agents",
+    "simulate",
+    "aio_simulate",
+    "compat.configure",
+]
 
 
 @pytest.mark.parametrize("entry", ENTRIES)
@@ -203,6 +221,62 @@ def test_policy_values_check_every_field(cls: type, data: st.DataObject) -> None
 
 def _slot(cls: type) -> str:
     return {Retry: "retry", RateLimit: "rate_limit", CircuitBreaker: "breaker"}[cls]
+
+
+def _budget_count(v: Any) -> bool:
+    return v is None or (isinstance(v, int) and not isinstance(v, bool) and 0 <= v <= 10**12)
+
+
+BUDGET_FIELDS = {
+    "max_calls": _budget_count,
+    "max_tokens": _budget_count,
+    "max_cost": lambda v: _seconds(v, inf=False),
+    "max_lost_fraction": lambda v: _seconds(v, inf=False) and (v is None or v <= 1),
+    "stop": lambda v: isinstance(v, str) and v in ("after_step", "now"),
+}
+
+
+@settings(max_examples=150, deadline=None)
+@given(field=st.sampled_from(sorted(BUDGET_FIELDS)), value=HOSTILE)
+def test_budget_checks_every_field(field: str, value: Any) -> None:
+    if BUDGET_FIELDS[field](value):
+        assert getattr(trio_mesa.Budget(**{field: value}), field) == value
+        return
+    with pytest.raises((TypeError, ValueError)) as info:
+        trio_mesa.Budget(**{field: value})
+    assert type(info.value) in (TypeError, ValueError)
+    assert field in str(info.value)
+
+
+@pytest.mark.parametrize("entry", ["simulate", "aio_simulate"])
+@settings(max_examples=60, deadline=None)
+@given(argument=st.sampled_from(["steps", "progress", "budget"]), value=HOSTILE)
+def test_simulate_checks_its_own_arguments(entry: str, argument: str, value: Any) -> None:
+    valid = {
+        "steps": lambda v: isinstance(v, int) and not isinstance(v, bool) and 0 <= v <= 3,
+        "progress": lambda v: v is None or v is True or v is False,
+        "budget": lambda v: v is None,
+    }[argument]
+    if argument == "steps" and _is_number(value) and 3 < value <= 10_000_000:
+        return  # valid, but too long a run for a property test
+    args: dict[str, Any] = {"steps": 1, "progress": False, argument: value}
+    model = _model()
+    Counted.calls = 0
+
+    def run() -> Any:
+        if entry == "simulate":
+            return trio_mesa.simulate(model, **args)
+        return asyncio.run(trio_mesa.aio_simulate(model, **args))
+
+    if valid(value):
+        report = run()
+        assert len(report) == args["steps"] and Counted.calls == 2 * args["steps"]
+        return
+    with pytest.raises((TypeError, ValueError)) as info:
+        run()
+    assert type(info.value) in (TypeError, ValueError), repr(info.value)
+    assert argument in str(info.value)
+    assert Counted.calls == 0
 
 
 # -- scenarios (class 4) --------------------------------------------------------------

@@ -14,6 +14,7 @@ from importlib.metadata import PackageNotFoundError, version
 
 from ._api import aio_call_agents, aio_step_agents, call_agents, run_step, step_agents
 from ._breaker import CircuitBreaker, CircuitOpen
+from ._budget import Budget
 from ._errors import AgentCancelled, AgentTimeout, StepFailed
 from ._flavor import Flavor, trio_native
 from ._hooks import LoggingHook, OutcomeHook, get_outcome_hooks, set_outcome_hooks
@@ -22,34 +23,43 @@ from ._outcome import AgentOutcome, Status
 from ._policy import StepPolicy
 from ._rate_limit import RateLimit
 from ._report import StepReport
+from ._reporters import model_reporters
 from ._retry import Retry, is_transient, retry_after_of
+from ._run_report import ModelStep, RunReport
+from ._simulate import aio_simulate, simulate
 from ._usage import Usage, record_usage, track_usage
 
 __all__ = [
     "AgentCancelled",
     "AgentOutcome",
     "AgentTimeout",
+    "Budget",
     "CircuitBreaker",
     "CircuitOpen",
     "Flavor",
     "LoggingHook",
+    "ModelStep",
     "OutcomeHook",
     "RateLimit",
     "Retry",
+    "RunReport",
     "Status",
     "StepFailed",
     "StepPolicy",
     "StepReport",
     "Usage",
     "aio_call_agents",
+    "aio_simulate",
     "aio_step_agents",
     "call_agents",
     "get_outcome_hooks",
     "is_transient",
+    "model_reporters",
     "record_usage",
     "retry_after_of",
     "run_step",
     "set_outcome_hooks",
+    "simulate",
     "step_agents",
     "track_litellm_usage",
     "track_usage",

@@ -8,7 +8,8 @@ every step; a `StepPolicy`'s ``hooks`` run after them, for the steps that policy
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+import contextvars
+from collections.abc import Callable, Iterable
 from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
 
 from ._log import logger
@@ -101,6 +102,13 @@ class LoggingHook:
 
 
 _hooks: tuple[Any, ...] = (LoggingHook(),)
+
+#: Set by `trio_mesa.simulate` in the context its model steps run in: every step
+#: started there calls it once, as it starts, with a ``stop(reason)`` function that
+#: cancels that step (its agents end ``CANCELLED``). ``None`` elsewhere (one lookup a step).
+step_watch: contextvars.ContextVar[Callable[[Callable[[str], None]], None] | None] = (
+    contextvars.ContextVar("trio_mesa_step_watch", default=None)
+)
 
 
 def set_outcome_hooks(hooks: Iterable[OutcomeHook]) -> None:

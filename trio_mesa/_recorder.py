@@ -47,6 +47,7 @@ class OutcomeRecorder:
         "on_ok",
         "outcomes",
         "step_deadline",
+        "stop_reason",
         "stopped_by",
         "timeout",
         "unsettled",
@@ -70,6 +71,7 @@ class OutcomeRecorder:
         self.now = now
         self.step_deadline = _INF
         self.stopped_by: Any = None  # the agent whose failure fired fail_fast
+        self.stop_reason: str | None = None  # why `stop` cancelled the step (a Budget)
         self.cancel_step: Callable[[], None] | None = None
         # Each started agent's usage ledger (`trio_mesa._usage`), set by its launcher.
         # None when usage is not tracked (`track_usage`): then no agent gets a ledger.
@@ -78,8 +80,16 @@ class OutcomeRecorder:
 
     @property
     def stopping(self) -> bool:
-        """``fail_fast`` has fired: agents still running are being cancelled."""
-        return self.stopped_by is not None
+        """``fail_fast`` or `stop` has fired: agents still running are being cancelled."""
+        return self.stopped_by is not None or self.stop_reason is not None
+
+    def stop(self, reason: str) -> None:
+        """Cancel the step now (a `trio_mesa.Budget` with ``stop="now"``): agents still
+        running and agents not yet started end ``CANCELLED``, naming ``reason``."""
+        if self.stop_reason is None:
+            self.stop_reason = reason
+        if self.cancel_step is not None:
+            self.cancel_step()
 
     # -- the five endings --------------------------------------------------------------
 
@@ -195,6 +205,8 @@ class OutcomeRecorder:
             why = "its asyncio task was cancelled"
         elif self.stopped_by is not None:
             why = f"fail_fast: agent {self.stopped_by.unique_id!r} failed first"
+        elif self.stop_reason is not None:
+            why = self.stop_reason
         else:
             why = "the step was cancelled"
         exc = AgentCancelled(
@@ -272,7 +284,7 @@ class OutcomeRecorder:
             now = self.now()
             for i, outcome in enumerate(outcomes):
                 if outcome is None:
-                    if self.stopped_by is not None:
+                    if self.stopped_by is not None or self.stop_reason is not None:
                         self.cancelled(i, agents[i], now, started=False)
                     else:
                         self.timed_out(i, agents[i], now, self.step_deadline, started=False)

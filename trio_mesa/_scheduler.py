@@ -21,7 +21,7 @@ import trio
 from ._aio_batches import AsyncioBatchLauncher
 from ._attempts import Meters
 from ._flavor import Flavor
-from ._hooks import HookCalls, get_outcome_hooks
+from ._hooks import HookCalls, get_outcome_hooks, step_watch
 from ._launchers import InlineLauncher, ThreadLauncher, TrioLauncher
 from ._litellm_usage import install_if_litellm_imported
 from ._log import logger
@@ -119,7 +119,11 @@ class Step:
         try:
             async with trio.open_nursery() as nursery:
                 self.recorder.cancel_step = nursery.cancel_scope.cancel
-                await self._spawn(nursery)
+                watch = step_watch.get()
+                if watch is not None:  # a simulate run: it may stop the step (Budget)
+                    watch(self.recorder.stop)
+                if not self.recorder.stopping:  # stopped already: no agent is started
+                    await self._spawn(nursery)
         except BaseExceptionGroup as group:
             raise _unwrap_fatal(group) from None
         if self.recorder.unsettled:

@@ -1,56 +1,19 @@
-"""Automatic parallel stepping: the ``shuffle_do`` patch and ``do_async`` on agent sets.
+"""Automatic parallel stepping: mesa-llm's switch for the ``shuffle_do`` patch, and
+``do_async`` on agent sets.
 
-Mesa 3.5 has two concrete agent sets: ``AgentSet`` (weak references; ``agents_by_type``
-values are not these) and ``_HardKeyAgentSet`` (``model.agents`` and
-``model.agents_by_type[T]``). mesa-llm 0.3.2 patches only ``AgentSet``, so
-``model.agents.shuffle_do("step")`` stayed sequential; we patch both, and keep Mesa's own
-functions to put back exactly.
+The patch itself (both of Mesa 3.5's agent set classes, Mesa's own functions kept to
+put back exactly) lives in the core, `trio_mesa._auto_stepping`, which `simulate` uses
+too; this module turns it on and off the way mesa-llm's functions do.
 """
 
 from __future__ import annotations
 
-import functools
-import sys
-from collections.abc import Callable
-from typing import Any
+from mesa.agentset import AbstractAgentSet
 
-from mesa.agentset import AbstractAgentSet, AgentSet, _HardKeyAgentSet
+from trio_mesa._auto_stepping import PATCHED_CLASSES, automatic, install_patch, remove_patch
 
 from ._config import set_mode
 from ._stepping import do_async, step_set_sync
-
-_PATCHED_CLASSES: tuple[type[AbstractAgentSet], ...] = (AgentSet, _HardKeyAgentSet)
-
-
-def _mesa_original(cls: type) -> Callable[..., Any]:
-    """Mesa's own ``cls.shuffle_do``, even if mesa-llm replaced it before we were imported."""
-    current = cls.__dict__["shuffle_do"]
-    current = getattr(current, "__trio_mesa_original__", current)
-    if getattr(current, "__module__", None) != "mesa.agentset":
-        mesa_llm = sys.modules.get("mesa_llm.parallel_stepping")
-        original = getattr(mesa_llm, "_original_shuffle_do", None)
-        if getattr(original, "__module__", None) == "mesa.agentset":
-            current = original
-    return current
-
-
-_ORIGINAL_SHUFFLE_DO: dict[type, Callable[..., Any]] = {
-    cls: _mesa_original(cls) for cls in _PATCHED_CLASSES
-}
-
-
-def _parallel_shuffle_do(original: Callable[..., Any]) -> Callable[..., Any]:
-    @functools.wraps(original)
-    def shuffle_do(self: Any, method: Any, *args: Any, **kwargs: Any) -> Any:
-        if method == "step" and not args and not kwargs and len(self):
-            model = getattr(next(iter(self)), "model", None)
-            if getattr(model, "parallel_stepping", False):
-                step_set_sync(self)
-                return self
-        return original(self, method, *args, **kwargs)
-
-    shuffle_do.__trio_mesa_original__ = original  # type: ignore[attr-defined]
-    return shuffle_do
 
 
 def enable_automatic_parallel_stepping(mode: str = "asyncio"):  # mesa-llm's: no return type
@@ -69,18 +32,18 @@ def enable_automatic_parallel_stepping(mode: str = "asyncio"):  # mesa-llm's: no
         ValueError: for any other ``mode`` (nothing is patched then).
     """
     set_mode(mode)
-    for cls in _PATCHED_CLASSES:
-        cls.shuffle_do = _parallel_shuffle_do(_ORIGINAL_SHUFFLE_DO[cls])
+    automatic.step_set = step_set_sync
+    install_patch()
     install_do_async()
 
 
 def disable_automatic_parallel_stepping():  # mesa-llm's signature: no annotations
     """Put Mesa's original ``shuffle_do`` functions back (the very same objects)."""
-    for cls, original in _ORIGINAL_SHUFFLE_DO.items():
-        cls.shuffle_do = original
+    automatic.step_set = None
+    remove_patch()
 
 
 def install_do_async() -> None:
     """Make ``do_async`` available on every Mesa agent set (replacing mesa-llm's)."""
-    for cls in (AbstractAgentSet, *_PATCHED_CLASSES):
+    for cls in (AbstractAgentSet, *PATCHED_CLASSES):
         cls.do_async = do_async

@@ -19,6 +19,7 @@ import trio
 from mesa.agent import Agent
 
 from trio_mesa import Status, StepPolicy, StepReport, aio_call_agents, aio_step_agents
+from trio_mesa._auto_stepping import run_policy
 
 from ._config import current_policy, get_mode
 
@@ -122,7 +123,8 @@ async def _do_async(
     agent_set: Any, method: str, args: tuple[Any, ...], kwargs: dict[str, Any]
 ) -> AgentResults:
     logger.info("Running async method %r on %d agents", method, len(agent_set))
-    policy = current_policy(shuffle=False)
+    run = run_policy.get()  # inside a trio_mesa.simulate model step: the run's policy
+    policy = current_policy(shuffle=False) if run is None else run.replace(shuffle=False)
     return AgentResults(await aio_call_agents(agent_set, method, *args, policy=policy, **kwargs))
 
 

@@ -1,0 +1,88 @@
+"""The live progress display of a `trio_mesa.simulate` run (rich, imported lazily).
+
+`ProgressView` renders the run's live figures (steps done of the total, agents ok,
+failed and in flight, tokens, cost, ETA) as one rich renderable; `live_progress` shows
+it on stderr with ``rich.live.Live``, refreshed a few times a second from rich's own
+thread, and leaves the last frame on screen when the run ends. The figures come from the
+run's hook (`trio_mesa._simulate.Run`): nothing here runs per agent.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from contextlib import contextmanager
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from ._simulate import Run
+
+
+def _clock(seconds: float | None) -> str:
+    if seconds is None:
+        return "--:--"
+    hours, rest = divmod(round(seconds), 3600)
+    minutes, secs = divmod(rest, 60)
+    return f"{hours}:{minutes:02d}:{secs:02d}" if hours else f"{minutes:02d}:{secs:02d}"
+
+
+class ProgressView:
+    """The display of one run, rendered afresh from its figures whenever rich asks."""
+
+    def __init__(self, run: Run) -> None:
+        self.run = run
+
+    def figures(self) -> dict[str, Any]:
+        run = self.run
+        usage = run.usage
+        return {
+            "done": len(run.finished),
+            "total": run.requested,
+            "ok": run.ok,
+            "failed": run.failed,
+            "in_flight": run.in_flight,
+            "tokens": usage.total_tokens,
+            "cost": usage.cost,
+            "eta": run.eta(),
+            "stopped": run.stopped_because,
+        }
+
+    def __rich__(self) -> Any:
+        from rich.console import Group
+        from rich.progress_bar import ProgressBar
+        from rich.table import Table
+        from rich.text import Text
+
+        f = self.figures()
+        cost = "cost unknown" if f["cost"] is None else f"${f['cost']:.4f}"
+        head = Table.grid(padding=(0, 1))
+        head.add_column(no_wrap=True)
+        head.add_column(ratio=1)
+        head.add_column(no_wrap=True)
+        head.add_row(
+            Text(f"step {f['done']}/{f['total']}", style="bold"),
+            ProgressBar(total=max(f["total"], 1), completed=f["done"]),
+            Text(f"ETA {_clock(f['eta'])}"),
+        )
+        line = Text()
+        line.append(f"agents ok {f['ok']}", style="green")
+        line.append("  ")
+        line.append(f"failed {f['failed']}", style="red" if f["failed"] else "")
+        line.append(f"  in flight {f['in_flight']}  tokens {f['tokens']:,}  {cost}")
+        parts: list[Any] = [head, line]
+        if f["stopped"]:
+            parts.append(Text(f"stopped: {f['stopped']}", style="yellow"))
+        return Group(*parts)
+
+
+@contextmanager
+def live_progress(run: Run) -> Iterator[ProgressView]:
+    """Show the run's `ProgressView` on stderr while the block runs."""
+    from rich.console import Console
+    from rich.live import Live
+
+    view = ProgressView(run)
+    with Live(view, console=Console(stderr=True), refresh_per_second=4, transient=False):
+        yield view
+
+
+__all__ = ["ProgressView", "live_progress"]

@@ -1,0 +1,264 @@
+"""`RunReport` and `ModelStep`: the account of a whole `trio_mesa.simulate` run."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+from dataclasses import dataclass
+from typing import Any
+
+from ._outcome import FAILURE_STATUSES, AgentOutcome, Status
+from ._report import StepReport
+from ._text import safe_str
+from ._usage import Usage, sum_usage
+
+
+def _counts(outcomes: Iterator[AgentOutcome]) -> dict[Status, int]:
+    counts = dict.fromkeys(Status, 0)
+    for o in outcomes:
+        counts[o.status] += 1
+    return counts
+
+
+@dataclass(frozen=True, slots=True, repr=False)
+class ModelStep:
+    """One call of ``model.step()`` in a run, with the agent-set steps made inside it.
+
+    Attributes:
+        step: the run's step number, from 1.
+        reports: the `StepReport` of every agent-set step (``shuffle_do("step")``,
+            ``do_async``...) made during this ``model.step()`` call, in the order they
+            ended: none, one or several.
+        duration: seconds the ``model.step()`` call took (on the run's clock).
+    """
+
+    step: int
+    reports: tuple[StepReport, ...] = ()
+    duration: float = 0.0
+
+    def outcomes(self) -> Iterator[AgentOutcome]:
+        """Every agent outcome of this model step, report after report."""
+        for report in self.reports:
+            yield from report.outcomes
+
+    @property
+    def counts(self) -> dict[Status, int]:
+        """Outcomes per status over this step's reports, every `Status` present."""
+        return _counts(self.outcomes())
+
+    @property
+    def usage(self) -> Usage:
+        """The summed `Usage` of this step's reports."""
+        return sum_usage(r.usage for r in self.reports)
+
+    @property
+    def attempts(self) -> int:
+        """Calls started in this step, every agent's attempts summed."""
+        return sum(r.attempts for r in self.reports)
+
+    @property
+    def retries(self) -> int:
+        """Attempts beyond each agent's first (what a `Retry` added)."""
+        return sum(o.attempts - 1 for o in self.outcomes() if o.attempts > 1)
+
+    @property
+    def lost(self) -> int:
+        """Agent-steps that did not succeed (``FAILED``, ``TIMED_OUT``, ``CANCELLED``)."""
+        return sum(1 for o in self.outcomes() if o.status in FAILURE_STATUSES)
+
+    def __repr__(self) -> str:
+        agents = sum(len(r) for r in self.reports)
+        return (
+            f"<ModelStep step={self.step} reports={len(self.reports)} agents={agents} "
+            f"lost={self.lost} duration={self.duration:.6g}>"
+        )
+
+
+@dataclass(frozen=True, slots=True, repr=False)
+class RunReport:
+    """What a `simulate` run did: every model step's reports, totals, and why it stopped.
+
+    Attributes:
+        steps: one `ModelStep` per ``model.step()`` call made, in order.
+        requested: the number of steps asked for.
+        stopped_because: ``None`` when every requested step ran; otherwise what
+            stopped the run early, naming the `Budget` limit and the figures (e.g.
+            ``"max_tokens=10000 crossed: 10342 tokens after step 7"``).
+        duration: seconds the whole run took (on the run's clock).
+    """
+
+    steps: tuple[ModelStep, ...]
+    requested: int
+    stopped_because: str | None = None
+    duration: float = 0.0
+
+    def __len__(self) -> int:
+        return len(self.steps)
+
+    def __iter__(self) -> Iterator[ModelStep]:
+        return iter(self.steps)
+
+    @property
+    def reports(self) -> tuple[StepReport, ...]:
+        """Every `StepReport` of the run, in order."""
+        return tuple(r for s in self.steps for r in s.reports)
+
+    def outcomes(self) -> Iterator[AgentOutcome]:
+        """Every agent outcome of the run, in order."""
+        for s in self.steps:
+            yield from s.outcomes()
+
+    @property
+    def counts(self) -> dict[Status, int]:
+        """Outcomes per status over the whole run, every `Status` present (zeros too)."""
+        return _counts(self.outcomes())
+
+    @property
+    def agent_steps(self) -> int:
+        """Agent outcomes over the whole run (one per agent per agent-set step)."""
+        return sum(len(r) for r in self.reports)
+
+    @property
+    def lost(self) -> int:
+        """Lost agent-steps: outcomes ``FAILED``, ``TIMED_OUT`` or ``CANCELLED``."""
+        return sum(s.lost for s in self.steps)
+
+    @property
+    def attempts(self) -> int:
+        """Calls started over the run, every agent's attempts summed."""
+        return sum(s.attempts for s in self.steps)
+
+    @property
+    def retries(self) -> int:
+        """Attempts beyond each agent's first, over the run."""
+        return sum(s.retries for s in self.steps)
+
+    @property
+    def usage(self) -> Usage:
+        """The run's LLM calls, tokens and cost: every outcome's `Usage` summed."""
+        return sum_usage(s.usage for s in self.steps)
+
+    def usage_by_agent(self) -> dict[Any, Usage]:
+        """Each agent's `Usage` summed over the run, keyed by ``unique_id`` (the ledger)."""
+        ledger: dict[Any, list[Usage]] = {}
+        for o in self.outcomes():
+            ledger.setdefault(o.unique_id, []).append(o.usage)
+        return {uid: sum_usage(us) for uid, us in ledger.items()}
+
+    def to_records(self) -> list[dict[str, Any]]:
+        """One plain dict per agent outcome, ready for ``pandas.DataFrame``.
+
+        The columns of `StepReport.to_records` (its ``step`` is renamed
+        ``model_steps``: Mesa's counter when the agent-set step began), plus ``step``
+        (the run's step number, from 1) and ``report`` (the agent-set step's index in
+        that model step, from 0).
+        """
+        records = []
+        for s in self.steps:
+            for k, report in enumerate(s.reports):
+                for record in report.to_records():
+                    record["model_steps"] = record.pop("step")
+                    records.append({"step": s.step, "report": k, **record})
+        return records
+
+    def to_json(self, **dumps: Any) -> str:
+        """The run as a JSON document (``json.loads`` reads it back).
+
+        Holds ``requested``, ``completed``, ``stopped_because``, ``duration``, the
+        totals, and ``records`` (`to_records`, exceptions as type and message strings).
+        A ``result`` that is not JSON is written as its ``str()``. ``dumps`` go to
+        ``json.dumps`` (``indent=2``, say).
+        """
+        usage = self.usage
+        doc = {
+            "requested": self.requested,
+            "completed": len(self.steps),
+            "stopped_because": self.stopped_because,
+            "duration": self.duration,
+            "counts": {s.value: n for s, n in self.counts.items()},
+            "lost": self.lost,
+            "attempts": self.attempts,
+            "retries": self.retries,
+            "usage": {
+                "calls": usage.calls,
+                "prompt_tokens": usage.prompt_tokens,
+                "completion_tokens": usage.completion_tokens,
+                "cost": usage.cost,
+                "known_cost": usage.known_cost,
+                "unpriced_calls": usage.unpriced_calls,
+            },
+            "records": self.to_records(),
+        }
+        return json.dumps(doc, default=safe_str, **dumps)
+
+    def _summary(self) -> str:
+        counts = self.counts
+        parts = ", ".join(f"{n} {s.value.replace('_', ' ')}" for s, n in counts.items() if n)
+        line = (
+            f"run: {len(self.steps)}/{self.requested} steps, {self.agent_steps} agent-steps "
+            f"({parts or 'none'}) in {self.duration:.3f} s"
+        )
+        if self.lost:
+            line += f"; {self.lost} lost"
+        if self.retries:
+            line += f"; {self.retries} retries"
+        return line
+
+    def __repr__(self) -> str:
+        counts = " ".join(f"{s.name}={n}" for s, n in self.counts.items() if n)
+        stopped = f" stopped_because={self.stopped_because!r}" if self.stopped_because else ""
+        return (
+            f"<RunReport steps={len(self.steps)}/{self.requested} {counts or 'empty'} "
+            f"tokens={self.usage.total_tokens}{stopped} duration={self.duration:.6g}>"
+        )
+
+    def __str__(self) -> str:
+        lines = [self._summary()]
+        usage = self.usage
+        if usage:
+            lines.append(f"usage: {usage}")
+        if self.stopped_because:
+            lines.append(f"stopped early: {self.stopped_because}")
+        lines.append(
+            f"  {'step':>4}  {'ok':>6}  {'failed':>6}  {'timed':>6}  "
+            f"{'cancel':>6}  {'retry':>5}  {'tokens':>8}  {'s':>7}"
+        )
+        for s in self.steps:
+            c = s.counts
+            lines.append(
+                f"  {s.step:>4}  {c[Status.OK]:>6}  {c[Status.FAILED]:>6}  "
+                f"{c[Status.TIMED_OUT]:>6}  {c[Status.CANCELLED]:>6}  {s.retries:>5}  "
+                f"{s.usage.total_tokens:>8}  {s.duration:>7.3f}"
+            )
+        return "\n".join(lines)
+
+    def __rich__(self) -> Any:
+        """Render as a rich ``Table``, one row per model step, like ``str()``.
+
+        rich is imported only when rich itself asks for this.
+        """
+        from rich.table import Table
+
+        notes = [f"usage: {self.usage}"] if self.usage else []
+        if self.stopped_because:
+            notes.append(f"stopped early: {self.stopped_because}")
+        caption = "\n".join(notes) or None
+        table = Table(title=self._summary(), caption=caption)
+        for name in ("step", "ok", "failed", "timed out", "cancelled", "retries", "tokens", "s"):
+            table.add_column(name, justify="right", no_wrap=True)
+        for s in self.steps:
+            c = s.counts
+            table.add_row(
+                str(s.step),
+                str(c[Status.OK]),
+                str(c[Status.FAILED]),
+                str(c[Status.TIMED_OUT]),
+                str(c[Status.CANCELLED]),
+                str(s.retries),
+                str(s.usage.total_tokens),
+                f"{s.duration:.3f}",
+            )
+        return table
+
+
+__all__ = ["ModelStep", "RunReport"]
