@@ -125,3 +125,27 @@ def test_replay_looks_up_by_agent_and_call_in_any_order(tmp_path: Path) -> None:
     assert replay.lookup(1, 3, {}) == (None, None)
     with pytest.raises(ValueError, match="replay_mode"):
         Replay(Cassette.load(path), mode="sloppy")
+
+
+@given(value=st.text(max_size=300))
+def test_a_header_value_that_could_not_be_replayed_is_never_recorded(value: str) -> None:
+    request = {"model": "m", "messages": []}
+    headers = {"Retry-After": value, "Content-Type": "application/json"}
+    kept = Exchange.from_response(1, 1, request, 429, headers, b"{}").headers
+    replayable = value.isascii() and value.isprintable() and len(value) <= 200
+    assert ("retry-after" in kept) is replayable
+    assert kept.get("retry-after", value) == value
+
+
+@pytest.mark.parametrize("value", ["1\r\nx-injected: yes", "\u00e9t\u00e9", "9" * 201])
+def test_a_cassette_with_a_header_that_would_split_the_response_is_refused(
+    tmp_path: Path, value: str
+) -> None:
+    path = tmp_path / "run.jsonl"
+    # Written as a tool (or a hand) that recomputes the digest would: the digest holds.
+    bad = Exchange(1, 1, {"model": "m", "messages": []}, 429, {"retry-after": value}, "{}")
+    _record(path, [bad])
+    with pytest.raises(CassetteError) as info:
+        Cassette.load(path)
+    assert (info.value.line, info.value.field) == (2, "headers.retry-after")
+    assert "printable ASCII" in str(info.value)

@@ -418,6 +418,8 @@ def test_streaming_is_refused_when_proxying_and_nothing_is_forwarded(client) -> 
         ({"replay_mode": "sloppy"}, ValueError, "replay_mode must be"),
         ({"upstream": "127.0.0.1:8000"}, ValueError, "http:// or https://"),
         ({"upstream": 8000}, TypeError, "upstream must be a URL"),
+        ({"upstream": "http://"}, ValueError, "upstream must name a host"),
+        ({"upstream": "https://[::1/v1"}, ValueError, "upstream must name a host"),
         ({"replay": 3}, TypeError, "replay must be a file path or a Cassette"),
         ({"replay": "/nonexistent/run.jsonl"}, CassetteError, "cannot read the cassette"),
     ],

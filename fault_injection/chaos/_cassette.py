@@ -32,6 +32,27 @@ VERSION = 1
 #: Response headers a cassette keeps (lower case); every other header is dropped.
 KEPT_HEADERS = ("content-type", "retry-after", "retry-after-ms")
 
+#: The longest kept header value; longer ones are dropped when recording.
+MAX_HEADER_VALUE = 200
+
+
+def header_value_ok(value: object) -> bool:
+    """Whether ``value`` can be replayed as a response header: printable ASCII, at most
+    `MAX_HEADER_VALUE` characters (no CR or LF that could split the response)."""
+    return (
+        isinstance(value, str)
+        and len(value) <= MAX_HEADER_VALUE
+        and value.isascii()
+        and value.isprintable()
+    )
+
+
+def kept_headers(headers: Mapping[str, str]) -> dict[str, str]:
+    """The headers a cassette keeps (lower-case names), values that can be replayed."""
+    return {
+        k.lower(): v for k, v in headers.items() if k.lower() in KEPT_HEADERS and header_value_ok(v)
+    }
+
 
 class CassetteError(ValueError):
     """A cassette file that cannot be replayed: missing, truncated, edited or malformed.
@@ -90,8 +111,8 @@ class Exchange:
         content: bytes,
     ) -> Exchange:
         """An exchange from a response's status, headers (any case) and raw body."""
-        kept = {k.lower(): v for k, v in headers.items() if k.lower() in KEPT_HEADERS}
-        return cls(agent, call, request, status, kept, content.decode("utf-8", "surrogateescape"))
+        body = content.decode("utf-8", "surrogateescape")
+        return cls(agent, call, request, status, kept_headers(headers), body)
 
     def _fields(self) -> dict[str, Any]:
         return {
@@ -152,8 +173,14 @@ def _exchange_from(obj: Any, path: Path, n: int) -> Exchange:
     if not 100 <= obj["status"] <= 599:
         raise CassetteError(path, n, "status", f"not an HTTP status: {obj['status']}")
     for key, value in obj["headers"].items():
-        if key not in KEPT_HEADERS or not isinstance(value, str):
-            raise CassetteError(path, n, f"headers.{key}", "not a kept header with a string value")
+        if key not in KEPT_HEADERS or not header_value_ok(value):
+            raise CassetteError(
+                path,
+                n,
+                f"headers.{key}",
+                f"not a kept header with a printable ASCII value of at most "
+                f"{MAX_HEADER_VALUE} characters",
+            )
     exchange = Exchange(
         agent, obj["call"], obj["request"], obj["status"], obj["headers"], obj["body"]
     )

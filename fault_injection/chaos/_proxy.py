@@ -17,12 +17,13 @@ from __future__ import annotations
 
 import json
 import threading
+import urllib.parse
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any, NamedTuple
 
 from .._scenario import FaultKind, Scenario
-from ._cassette import KEPT_HEADERS, Cassette, CassetteWriter, Exchange
+from ._cassette import Cassette, CassetteWriter, Exchange, kept_headers
 from ._log import RequestRecord
 from ._replies import error_body, wants_tool_call
 
@@ -51,7 +52,13 @@ class Upstream:
 
     def __init__(self, base: str, timeout: float = 600.0) -> None:
         if not isinstance(base, str) or not base.startswith(("http://", "https://")):
-            raise ValueError(f"upstream must be an http:// or https:// URL, not {base!r}")
+            raise ValueError(f"upstream must be an http:// or https:// URL, not {base!r:.200}")
+        try:
+            host = urllib.parse.urlsplit(base).hostname
+        except ValueError:  # an unbalanced [ in the host, say
+            host = None
+        if not host:
+            raise ValueError(f"upstream must name a host: {base!r:.200}")
         self.base = base.rstrip("/")
         self.timeout = timeout
         self._client: Any = None
@@ -297,10 +304,6 @@ def spoil_tool_calls(content: bytes) -> bytes:
     return json.dumps(reply).encode()
 
 
-def _kept(headers: Mapping[str, str]) -> dict[str, str]:
-    return {k.lower(): v for k, v in headers.items() if k.lower() in KEPT_HEADERS}
-
-
 class UpstreamSource:
     """Every successful call's reply comes from the upstream; with a ``writer``, each
     exchange is recorded before the client gets it.
@@ -335,7 +338,7 @@ class UpstreamSource:
                 Exchange.from_response(record.agent, record.call, body, status, got, content)
             )
         tool, usage = reply_facts(content) if status == 200 else (None, {})
-        return Served(status, _kept(got), content, tool, usage)
+        return Served(status, kept_headers(got), content, tool, usage)
 
     async def aclose(self) -> None:
         await self.upstream.aclose()
