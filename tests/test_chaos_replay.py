@@ -205,6 +205,32 @@ def test_an_unreachable_upstream_is_a_502_naming_it_and_the_proxy_keeps_serving(
     assert [(e.call, e.status) for e in Cassette.load(path)] == [(1, 502), (2, 502)]
 
 
+def test_a_live_proxy_under_faults_never_forwards_a_call_it_will_reset(client) -> None:
+    # Every call a connection error: the plan draws "reset" or "truncated" per call. A
+    # reset needs no reply, so the paid upstream must not be billed for it.
+    scenario = Scenario(
+        name="drops",
+        agents=4,
+        latency=0.0,
+        rules=(FaultRule(K.CONNECTION_ERROR),),
+        real_time_scale=0.01,
+    )
+    with chaos_server("clean") as upstream:
+        with chaos_server(scenario, seed=3, upstream=upstream.api_base) as proxy:
+            for agent in (1, 2, 3, 4):
+                for call in (1, 2, 3):
+                    with pytest.raises(httpx.TransportError):
+                        post(client, proxy, _body(agent, 1 + call % 2))
+            assert proxy.wait_idle(10)
+            drops = [(r.agent, r.call, r.detail) for r in proxy.records()]
+        assert upstream.wait_idle(10)
+        forwarded = [(r.agent, r.request) for r in upstream.records()]
+    assert {d for _, _, d in drops} == {"reset", "truncated"}  # seed 3 draws both
+    truncated = [(a, c) for a, c, d in drops if d == "truncated"]
+    assert len(forwarded) == len(truncated)
+    assert sorted(a for a, _ in forwarded) == sorted(a for a, _ in truncated)
+
+
 def test_models_are_forwarded_to_the_upstream(client) -> None:
     with chaos_server("clean") as upstream, chaos_server(upstream=upstream.api_base) as proxy:
         assert client.get(proxy.api_base + "/models").json()["data"][0]["id"] == "chaos"

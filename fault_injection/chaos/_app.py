@@ -478,6 +478,19 @@ class ChaosApp:
                 record, status=status, latency=latency, retry_after=retry_after, outcome=SENT
             )
             return
+        drop = None
+        if kind is K.CONNECTION_ERROR and self.source is not None:
+            # Proxying or replaying: a reset needs no reply, so none is asked for (a live
+            # upstream would bill a call its client never sees). Only here is the reset
+            # drawn before the reply: the server's own replies draw from ``rng`` too, and
+            # their seeded draws stay as they were.
+            drop = rng.choice(("reset", "truncated"))
+            transport = self.transports.get(scope.get("client") and tuple(scope["client"]))
+            if drop == "reset" and transport is not None:
+                transport.abort()
+                await _wait_disconnect(receive)
+                log.finish(record, status=None, latency=latency, detail=drop, outcome=DROPPED)
+                return
         served = await self._success_reply(record, body, rng, kind, scope)
         if isinstance(served, Refusal):
             await self._send_refusal(record, served, latency, scope, receive, send)
@@ -489,7 +502,7 @@ class ChaosApp:
             cut = data[: len(data) // 2]
             data = b"{'id': 'not JSON', 'choices': []" if detail == "garbage" else cut
         if kind is K.CONNECTION_ERROR:
-            detail = rng.choice(("reset", "truncated"))
+            detail = drop or rng.choice(("reset", "truncated"))
             transport = self.transports.get(scope.get("client") and tuple(scope["client"]))
             if detail == "reset" and transport is not None:
                 transport.abort()
