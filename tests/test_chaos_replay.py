@@ -34,6 +34,7 @@ from fault_injection import (
     Scenario,
     chaos_server,
 )
+from fault_injection.chaos._cassette import CassetteWriter
 from fault_injection.chaos._cli import add_serve_parser, run_serve
 
 K = FaultKind
@@ -229,6 +230,66 @@ def test_a_live_proxy_under_faults_never_forwards_a_call_it_will_reset(client) -
     truncated = [(a, c) for a, c, d in drops if d == "truncated"]
     assert len(forwarded) == len(truncated)
     assert sorted(a for a, _ in forwarded) == sorted(a for a, _ in truncated)
+
+
+def test_a_call_its_client_gave_up_on_is_replayed_as_one_it_gives_up_on_again(
+    tmp_path, client
+) -> None:
+    # Agent 1's first call hangs at the provider and its client times out; then it
+    # retries. Replay must make that client time out again, or every later call of the
+    # agent (and what its model does) would come one call early.
+    stuck = Scenario(
+        name="stuck",
+        agents=2,
+        latency=0.0,
+        rules=(FaultRule(K.HANG, agents=(1,), calls=(1,)),),
+        timeout=1.0,  # what a scenario with a hang needs; here the client's is what counts
+        real_time_scale=0.01,
+    )
+    path = tmp_path / "run.jsonl"
+    with httpx.Client(timeout=httpx.Timeout(10.0, read=1.0)) as impatient:
+        with chaos_server(stuck) as upstream:
+            with chaos_server(upstream=upstream.api_base, record=path) as proxy:
+                with pytest.raises(httpx.ReadTimeout):
+                    post(impatient, proxy, chat(1))
+                retried = post(client, proxy, chat(1))
+                other = post(client, proxy, chat(2))
+                assert proxy.wait_idle(10)
+                recorded = [(r.agent, r.call, r.outcome) for r in proxy.records()]
+            assert upstream.wait_idle(10)  # the hanging upstream call was let go
+        assert (retried.status_code, other.status_code) == (200, 200)
+        assert recorded == [(1, 1, "client_disconnected"), (1, 2, "sent"), (2, 1, "sent")]
+        cassette = Cassette.load(path)
+        assert [(e.agent, e.call, e.status, e.abandoned) for e in cassette] == [
+            (1, 1, 499, True),
+            (1, 2, 200, False),
+            (2, 1, 200, False),
+        ]
+        assert '"abandoned": true' in path.read_text()
+        with chaos_server(replay=path) as replay:
+            with pytest.raises(httpx.ReadTimeout):
+                post(impatient, replay, chat(1))
+            assert post(client, replay, chat(1)).content == retried.content
+            assert post(client, replay, chat(2)).content == other.content
+            assert replay.wait_idle(10)
+            replayed = replay.records()
+    assert [(r.agent, r.call, r.outcome, r.fault) for r in replayed] == [
+        (1, 1, "client_disconnected", "ok"),
+        (1, 2, "sent", "ok"),
+        (2, 1, "sent", "ok"),
+    ]
+    assert "hung up" in replayed[0].detail
+
+
+def test_an_abandoned_exchange_cannot_claim_a_reply(tmp_path) -> None:
+    path = tmp_path / "run.jsonl"
+    lying = Exchange(1, 1, chat(1), 200, {}, "{}", abandoned=True)
+    writer = CassetteWriter(path)
+    writer.write(lying)
+    writer.close()
+    with pytest.raises(CassetteError) as info:
+        Cassette.load(path)
+    assert (info.value.line, info.value.field) == (2, "abandoned")
 
 
 def test_models_are_forwarded_to_the_upstream(client) -> None:

@@ -44,7 +44,7 @@ import json
 import logging
 import math
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
@@ -68,7 +68,15 @@ from ._log import (
     FaultLog,
     RequestRecord,
 )
-from ._proxy import Refusal, Served, Source, make_source, spoil_tool_calls
+from ._proxy import (
+    Hold,
+    Refusal,
+    Served,
+    Source,
+    UpstreamSource,
+    make_source,
+    spoil_tool_calls,
+)
 from ._replies import (
     chat_reply,
     error_body,
@@ -141,6 +149,24 @@ async def _sleep_unless_disconnected(receive: Any, seconds: float) -> bool:
         await _wait_disconnect(receive)
         return True
     return False
+
+
+async def _unless_hung_up[T](receive: Any, work: Awaitable[T]) -> T | None:
+    """``work``'s result, or ``None`` (``work`` cancelled) if the client hangs up first."""
+    result: list[T] = []
+    async with anyio.create_task_group() as tg:
+
+        async def run() -> None:
+            result.append(await work)
+            tg.cancel_scope.cancel()
+
+        async def client() -> None:
+            await _wait_disconnect(receive)
+            tg.cancel_scope.cancel()
+
+        tg.start_soon(run)
+        tg.start_soon(client)
+    return result[0] if result else None
 
 
 class _BadRequest(Exception):
@@ -491,9 +517,14 @@ class ChaosApp:
                 await _wait_disconnect(receive)
                 log.finish(record, status=None, latency=latency, detail=drop, outcome=DROPPED)
                 return
-        served = await self._success_reply(record, body, rng, kind, scope)
+        served = await self._success_reply(record, body, rng, kind, scope, receive)
         if isinstance(served, Refusal):
             await self._send_refusal(record, served, latency, scope, receive, send)
+            return
+        if isinstance(served, Hold):
+            gone = not served.waiting or await self._hang(receive)
+            outcome = CLIENT_DISCONNECTED if gone else DROPPED
+            log.finish(record, latency=latency, detail=served.detail, outcome=outcome)
             return
         status, data, tool = served.status, served.content, served.tool
         detail = served.detail
@@ -550,7 +581,8 @@ class ChaosApp:
         rng: CallRandom,
         kind: FaultKind,
         scope: Any,
-    ) -> Served | Refusal:
+        receive: Any,
+    ) -> Served | Refusal | Hold:
         """The reply to a call the plan lets through (or spoils: ``bad_tool_call``,
         ``malformed_json`` and a truncated ``connection_error`` spoil this reply): the
         server's own, the upstream's, or the cassette's."""
@@ -565,7 +597,14 @@ class ChaosApp:
             raw = json.dumps(body).encode()
         # A malformed or cut-off reply never reaches the client intact: it will ask again.
         intact = kind not in (K.MALFORMED_JSON, K.CONNECTION_ERROR)
-        served = await self.source.reply(record, body, raw, request.headers, intact)
+        source = self.source
+        if isinstance(source, UpstreamSource):
+            got = await _unless_hung_up(
+                receive, source.reply(record, body, raw, request.headers, intact)
+            )
+            served = source.abandon(record, body) if got is None else got
+        else:
+            served = await source.reply(record, body, raw, request.headers, intact)
         if kind is K.BAD_TOOL_CALL and isinstance(served, Served):
             served = served._replace(content=spoil_tool_calls(served.content))
         return served

@@ -4,7 +4,8 @@ A cassette is a JSON-lines file. Line 1 is the header, ``{"cassette": "trio-mesa
 "version": 1}``; then one `Exchange` per line, in the order the responses were sent:
 the agent, its call number, the request body, the status, the headers that matter
 (``content-type``, ``retry-after``, ``retry-after-ms``) and the response body, plus a
-``digest`` of all of those; the last line, ``{"end": N}``, is written when the
+``digest`` of all of those (and ``"abandoned": true`` for a call whose client hung up
+before any response reached it); the last line, ``{"end": N}``, is written when the
 recording stops cleanly. Request headers are never written: the client's API key stays
 out of the file. The recorder writes and flushes each exchange as it is sent, so a
 crash loses at most the exchanges in flight (load such a file with ``complete=False``).
@@ -31,6 +32,10 @@ VERSION = 1
 
 #: Response headers a cassette keeps (lower case); every other header is dropped.
 KEPT_HEADERS = ("content-type", "retry-after", "retry-after-ms")
+
+#: The status an abandoned exchange records: nginx's "client closed request", never
+#: sent to anyone (the client had hung up).
+ABANDONED_STATUS = 499
 
 #: The longest kept header value; longer ones are dropped when recording.
 MAX_HEADER_VALUE = 200
@@ -86,6 +91,10 @@ class Exchange:
         headers: the kept response headers (lower-case names, see ``KEPT_HEADERS``).
         body: the response body, byte for byte (`Exchange.content`); stored as text,
             with bytes that are not UTF-8 kept as surrogate escapes.
+        abandoned: the client hung up before any response reached it (its own timeout,
+            or an agent cancelled mid-call): then ``status`` is `ABANDONED_STATUS`,
+            ``body`` is empty, and replay holds the request until the client hangs up
+            again, so the timeout happens again. Written to the file only when true.
     """
 
     agent: int | None
@@ -94,6 +103,7 @@ class Exchange:
     status: int
     headers: dict[str, str] = field(default_factory=dict)
     body: str = ""
+    abandoned: bool = False
 
     @property
     def content(self) -> bytes:
@@ -114,8 +124,13 @@ class Exchange:
         body = content.decode("utf-8", "surrogateescape")
         return cls(agent, call, request, status, kept_headers(headers), body)
 
+    @classmethod
+    def hung_up(cls, agent: int | None, call: int, request: dict[str, Any]) -> Exchange:
+        """The exchange of a call whose client hung up before any response reached it."""
+        return cls(agent, call, request, ABANDONED_STATUS, {}, "", abandoned=True)
+
     def _fields(self) -> dict[str, Any]:
-        return {
+        fields = {
             "agent": self.agent,
             "call": self.call,
             "request": self.request,
@@ -123,6 +138,9 @@ class Exchange:
             "headers": self.headers,
             "body": self.body,
         }
+        if self.abandoned:  # only then: a cassette without abandoned calls is unchanged
+            fields["abandoned"] = True
+        return fields
 
     def to_json(self) -> dict[str, Any]:
         """The exchange as its cassette line's object, ``digest`` included."""
@@ -152,7 +170,7 @@ _FIELD_TYPES: dict[str, tuple[type, ...]] = {
 def _exchange_from(obj: Any, path: Path, n: int) -> Exchange:
     if not isinstance(obj, dict):
         raise CassetteError(path, n, "", "an exchange must be a JSON object")
-    extra = set(obj) - set(_FIELD_TYPES) - {"agent"}
+    extra = set(obj) - set(_FIELD_TYPES) - {"agent", "abandoned"}
     if extra:
         raise CassetteError(path, n, sorted(extra)[0], "not a field of an exchange")
     if "agent" not in obj:
@@ -181,8 +199,21 @@ def _exchange_from(obj: Any, path: Path, n: int) -> Exchange:
                 f"not a kept header with a printable ASCII value of at most "
                 f"{MAX_HEADER_VALUE} characters",
             )
+    abandoned = obj.get("abandoned", False)
+    if abandoned is not True and "abandoned" in obj:
+        raise CassetteError(path, n, "abandoned", "written only as true")
+    if abandoned and (obj["status"] != ABANDONED_STATUS or obj["body"] or obj["headers"]):
+        raise CassetteError(
+            path, n, "abandoned", f"an abandoned call has status {ABANDONED_STATUS}, no body"
+        )
     exchange = Exchange(
-        agent, obj["call"], obj["request"], obj["status"], obj["headers"], obj["body"]
+        agent,
+        obj["call"],
+        obj["request"],
+        obj["status"],
+        obj["headers"],
+        obj["body"],
+        abandoned=abandoned,
     )
     if _digest(exchange._fields()) != obj["digest"]:
         raise CassetteError(path, n, "digest", "does not match the exchange (edited by hand?)")

@@ -252,6 +252,15 @@ class Served(NamedTuple):
     detail: str = ""
 
 
+class Hold(NamedTuple):
+    """A call whose client hung up before any response reached it, when it was recorded
+    (an abandoned `Exchange`): replay sends nothing and waits for the client to hang up
+    again. When recording, the client has hung up already (``waiting=False``)."""
+
+    detail: str
+    waiting: bool = True
+
+
 class Refusal(NamedTuple):
     """A call replay cannot answer: sent as an OpenAI-shaped 400 (``invalid_request_error``
     with ``code``), logged as fault ``code`` with ``detail``."""
@@ -340,6 +349,13 @@ class UpstreamSource:
         tool, usage = reply_facts(content) if status == 200 else (None, {})
         return Served(status, kept_headers(got), content, tool, usage)
 
+    def abandon(self, record: RequestRecord, body: dict[str, Any]) -> Hold:
+        """The client hung up before the upstream answered (its own timeout, an agent
+        cancelled): recorded as an abandoned exchange, so replay makes it hang up again."""
+        if self.writer is not None:
+            self.writer.write(Exchange.hung_up(record.agent, record.call, body))
+        return Hold("the client hung up before the upstream answered", waiting=False)
+
     async def aclose(self) -> None:
         await self.upstream.aclose()
 
@@ -378,7 +394,7 @@ class ReplaySource:
         raw: bytes,
         headers: Mapping[str, str],
         intact: bool = True,
-    ) -> Served | Refusal:
+    ) -> Served | Refusal | Hold:
         """The recorded reply to this call, or why there is none. ``intact=False``: a
         fault will spoil the reply before the client reads it, so under an overlay it
         stays available for the client's next attempt."""
@@ -412,6 +428,11 @@ class ReplaySource:
                     )
                     return Refusal(message, REPLAY_DIVERGED, diff)
                 detail = f"diverged: {diff}"
+        if exchange.abandoned:  # the client hung up here when recorded: it will again
+            return Hold(
+                "recorded: the client hung up before any response"
+                + (f"; {detail}" if detail else "")
+            )
         content = exchange.content
         tool, usage = reply_facts(content) if exchange.status == 200 else (None, {})
         return Served(exchange.status, dict(exchange.headers), content, tool, usage, detail)
