@@ -31,7 +31,16 @@ import httpx
 import pytest
 from test_e2e_mesa_llm import AGENTS, E2E, FAULT_TIMEOUT, FLAKY_SEED, HELPER, mismatches
 
-from fault_injection import SERVER_SCENARIOS, Cassette, ChaosServer, FaultPlan, chaos_server
+from fault_injection import (
+    SERVER_SCENARIOS,
+    Cassette,
+    ChaosServer,
+    FaultKind,
+    FaultPlan,
+    FaultRule,
+    Scenario,
+    chaos_server,
+)
 
 STEPS = 3
 
@@ -177,6 +186,85 @@ def test_overlaid_faults_match_the_oracle_for_every_agent(runs) -> None:
                     with pytest.raises(ValueError):
                         json.loads(args)
     assert acted >= AGENTS
+
+
+#: A provider that never answers agent 3's second call (its step-1 tool call) nor agent
+#: 8's third (its step-2 plan): those agents time out in those steps.
+STUCK = Scenario(
+    name="stuck",
+    agents=AGENTS,
+    latency=0.0,
+    rules=(
+        FaultRule(FaultKind.HANG, agents=(3,), calls=(2,)),
+        FaultRule(FaultKind.HANG, agents=(8,), calls=(3,)),
+    ),
+    timeout=FAULT_TIMEOUT,
+    real_time_scale=0.02,
+)
+
+
+@pytest.fixture(scope="module")
+def stuck_runs(tmp_path_factory) -> tuple[dict[str, Any], dict[str, ChaosServer], Path]:
+    tmp = tmp_path_factory.mktemp("stuck")
+    cassette = tmp / "run.jsonl"
+    spec = {"host": "trio", "agents": AGENTS, "steps": 2, "timeout": FAULT_TIMEOUT}
+    with ExitStack() as stack, open(tmp / "stderr.txt", "w+") as stderr:
+        upstream = stack.enter_context(chaos_server(STUCK))
+        proxy = stack.enter_context(chaos_server(upstream=upstream.api_base, record=cassette))
+        specs = [
+            {"name": "record", "api_base": proxy.api_base, **spec},
+            {"name": "replay", "api_base": None, **spec},
+        ]
+        proc = subprocess.Popen(
+            [sys.executable, str(HELPER), json.dumps(specs)],
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            stderr=stderr,
+            text=True,
+        )
+        watchdog = threading.Timer(300, proc.kill)
+        watchdog.start()
+        try:
+            assert _next_line(proc) == {"ready": "replay"}
+            proxy.stop()
+            upstream.stop()
+            replay = stack.enter_context(chaos_server(replay=cassette))
+            proc.stdin.write(replay.api_base + "\n")
+            proc.stdin.flush()
+            result = _next_line(proc)
+            assert proc.wait(timeout=60) == 0
+        except BaseException:
+            proc.kill()
+            stderr.seek(0)
+            sys.stderr.write(stderr.read()[-5000:])
+            raise
+        finally:
+            watchdog.cancel()
+            proc.wait()
+        assert replay.wait_idle(10)
+        yield result, {"record": proxy, "replay": replay, "upstream": upstream}, cassette
+
+
+def test_calls_that_timed_out_when_recorded_time_out_again_on_replay(stuck_runs) -> None:
+    result, servers, cassette = stuck_runs
+    record, replay = result["runs"]["record"], result["runs"]["replay"]
+    timed_out = [
+        (n, o["unique_id"])
+        for n, step in enumerate(_outcomes(record), 1)
+        for o in step
+        if o["status"] != "ok"
+    ]
+    assert timed_out == [(1, 3), (2, 8)]
+    assert {o["status"] for step in _outcomes(record) for o in step} == {"ok", "timed_out"}
+    abandoned = [(e.agent, e.call) for e in Cassette.load(cassette) if e.abandoned]
+    assert abandoned == [(3, 2), (8, 3)]
+    # The same outcomes, positions and memories, offline; no request differed.
+    assert _outcomes(replay) == _outcomes(record)
+    assert replay["agents"] == record["agents"]
+    log = servers["replay"].records()
+    assert servers["replay"].log.faults() == []
+    held = sorted((r.agent, r.call) for r in log if r.outcome == "client_disconnected")
+    assert held == [(3, 2), (8, 3)]
 
 
 PIN_NEIGHBOUR_ORDER = """
