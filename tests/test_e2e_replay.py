@@ -23,7 +23,8 @@ import json
 import subprocess
 import sys
 import threading
-from contextlib import ExitStack
+from collections.abc import Iterator
+from contextlib import ExitStack, contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -64,19 +65,11 @@ def _next_line(proc: subprocess.Popen[str]) -> dict[str, Any]:
     return json.loads(line)
 
 
-@pytest.fixture(scope="module")
-def runs(tmp_path_factory) -> Runs:
-    tmp = tmp_path_factory.mktemp("replay")
-    cassette = tmp / "run.jsonl"
-    spec = {"host": "trio", "agents": AGENTS, "steps": STEPS}
-    with ExitStack() as stack, open(tmp / "stderr.txt", "w+") as stderr:
-        upstream = stack.enter_context(chaos_server("clean"))
-        proxy = stack.enter_context(chaos_server(upstream=upstream.api_base, record=cassette))
-        specs = [
-            {"name": "record", "api_base": proxy.api_base, "timeout": 30.0, **spec},
-            {"name": "replay", "api_base": None, "timeout": 30.0, **spec},
-            {"name": "overlay", "api_base": None, "timeout": FAULT_TIMEOUT, **spec},
-        ]
+@contextmanager
+def _helper(specs: list[dict[str, Any]], stderr_path: Path) -> Iterator[Any]:
+    """The e2e helper running ``specs``; yields ``step(url=None)``: send the next run's
+    URL (if any) and read the helper's next line. A failure kills it and shows its stderr."""
+    with open(stderr_path, "w+") as stderr:
         proc = subprocess.Popen(
             [sys.executable, str(HELPER), json.dumps(specs)],
             stdin=subprocess.PIPE,
@@ -86,19 +79,16 @@ def runs(tmp_path_factory) -> Runs:
         )
         watchdog = threading.Timer(300, proc.kill)  # a broken run must not hang the suite
         watchdog.start()
+
+        def step(url: str | None = None) -> dict[str, Any]:
+            if url is not None:
+                assert proc.stdin is not None
+                proc.stdin.write(url + "\n")
+                proc.stdin.flush()
+            return _next_line(proc)
+
         try:
-            assert _next_line(proc) == {"ready": "replay"}
-            # Offline from here on: the provider is gone, the cassette complete.
-            proxy.stop()
-            upstream.stop()
-            replay = stack.enter_context(chaos_server(replay=cassette))
-            proc.stdin.write(replay.api_base + "\n")
-            proc.stdin.flush()
-            assert _next_line(proc) == {"ready": "overlay"}
-            overlay = stack.enter_context(chaos_server("flaky", FLAKY_SEED, replay=cassette))
-            proc.stdin.write(overlay.api_base + "\n")
-            proc.stdin.flush()
-            result = _next_line(proc)
+            yield step
             assert proc.wait(timeout=60) == 0
         except BaseException:
             proc.kill()
@@ -108,6 +98,30 @@ def runs(tmp_path_factory) -> Runs:
         finally:
             watchdog.cancel()
             proc.wait()
+
+
+@pytest.fixture(scope="module")
+def runs(tmp_path_factory) -> Runs:
+    tmp = tmp_path_factory.mktemp("replay")
+    cassette = tmp / "run.jsonl"
+    spec = {"host": "trio", "agents": AGENTS, "steps": STEPS}
+    with ExitStack() as stack:
+        upstream = stack.enter_context(chaos_server("clean"))
+        proxy = stack.enter_context(chaos_server(upstream=upstream.api_base, record=cassette))
+        specs = [
+            {"name": "record", "api_base": proxy.api_base, "timeout": 30.0, **spec},
+            {"name": "replay", "api_base": None, "timeout": 30.0, **spec},
+            {"name": "overlay", "api_base": None, "timeout": FAULT_TIMEOUT, **spec},
+        ]
+        with _helper(specs, tmp / "stderr.txt") as step:
+            assert step() == {"ready": "replay"}
+            # Offline from here on: the provider is gone, the cassette complete.
+            proxy.stop()
+            upstream.stop()
+            replay = stack.enter_context(chaos_server(replay=cassette))
+            assert step(replay.api_base) == {"ready": "overlay"}
+            overlay = stack.enter_context(chaos_server("flaky", FLAKY_SEED, replay=cassette))
+            result = step(overlay.api_base)
         for server in (replay, overlay):
             assert server.wait_idle(10)
         servers = {"record": proxy, "replay": replay, "overlay": overlay, "upstream": upstream}
@@ -208,39 +222,19 @@ def stuck_runs(tmp_path_factory) -> tuple[dict[str, Any], dict[str, ChaosServer]
     tmp = tmp_path_factory.mktemp("stuck")
     cassette = tmp / "run.jsonl"
     spec = {"host": "trio", "agents": AGENTS, "steps": 2, "timeout": FAULT_TIMEOUT}
-    with ExitStack() as stack, open(tmp / "stderr.txt", "w+") as stderr:
+    with ExitStack() as stack:
         upstream = stack.enter_context(chaos_server(STUCK))
         proxy = stack.enter_context(chaos_server(upstream=upstream.api_base, record=cassette))
         specs = [
             {"name": "record", "api_base": proxy.api_base, **spec},
             {"name": "replay", "api_base": None, **spec},
         ]
-        proc = subprocess.Popen(
-            [sys.executable, str(HELPER), json.dumps(specs)],
-            stdin=subprocess.PIPE,
-            stdout=subprocess.PIPE,
-            stderr=stderr,
-            text=True,
-        )
-        watchdog = threading.Timer(300, proc.kill)
-        watchdog.start()
-        try:
-            assert _next_line(proc) == {"ready": "replay"}
+        with _helper(specs, tmp / "stderr.txt") as step:
+            assert step() == {"ready": "replay"}
             proxy.stop()
             upstream.stop()
             replay = stack.enter_context(chaos_server(replay=cassette))
-            proc.stdin.write(replay.api_base + "\n")
-            proc.stdin.flush()
-            result = _next_line(proc)
-            assert proc.wait(timeout=60) == 0
-        except BaseException:
-            proc.kill()
-            stderr.seek(0)
-            sys.stderr.write(stderr.read()[-5000:])
-            raise
-        finally:
-            watchdog.cancel()
-            proc.wait()
+            result = step(replay.api_base)
         assert replay.wait_idle(10)
         yield result, {"record": proxy, "replay": replay, "upstream": upstream}, cassette
 
