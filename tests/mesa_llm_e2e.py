@@ -105,9 +105,7 @@ def _agent_view(agent: Walker) -> dict[str, Any]:
     }
 
 
-def _report_json(
-    model: Town, report: trio_mesa.StepReport, requests: int | None
-) -> dict[str, Any]:
+def _report_json(model: Town, report: trio_mesa.StepReport, requests: int | None) -> dict[str, Any]:
     agents = {a.unique_id: a for a in model.agents}
     return {
         "requests": requests,
