@@ -25,7 +25,7 @@ import threading
 from typing import Any
 
 from ._log import logger
-from ._seam import current_seam
+from ._seam_context import current_seam
 from ._text import describe_exception
 from ._usage import LITELLM_CALLS, PENDING, add_call, current_ledger, ledger_lock, track_usage
 

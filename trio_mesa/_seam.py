@@ -21,8 +21,6 @@ when litellm is, or by `trio_mesa.async_http_client`.
 
 from __future__ import annotations
 
-import contextvars
-import random
 import sys
 import threading
 from collections.abc import Iterator
@@ -30,42 +28,9 @@ from contextlib import contextmanager
 from typing import Any
 
 from ._log import logger
-from ._recording import Recording, current_recording
-from ._retry import Retry
+from ._recording import current_recording
+from ._seam_context import Seam, current_seam
 from ._usage import AGENT, LITELLM_CALLS, REQUESTS, track_usage
-
-
-class Seam:
-    """One step's (or one run's) seam: what the transports do with its agents' requests.
-
-    Attributes:
-        recording: the `Recording` in use, or ``None``.
-        retry: the `Retry` for requests, or ``None``.
-        rng: draws the retry jitter (seeded per step, as step retries are).
-        litellm: whether the seam is installed on litellm for this step (then usage
-            comes from the seam, not from litellm's late logging events).
-        unattributed: requests that passed through made outside any agent.
-    """
-
-    __slots__ = ("_lock", "litellm", "recording", "retry", "rng", "unattributed")
-
-    def __init__(self, recording: Recording | None, retry: Retry | None, seed: str = "") -> None:
-        self.recording = recording
-        self.retry = retry
-        self.rng = random.Random(seed)
-        self.litellm = False
-        self.unattributed = 0
-        self._lock = threading.Lock()
-
-    def count_unattributed(self) -> None:
-        with self._lock:
-            self.unattributed += 1
-
-
-#: The seam of the step whose task (or agent task, or worker thread) this is.
-current_seam: contextvars.ContextVar[Seam | None] = contextvars.ContextVar(
-    "trio_mesa_seam", default=None
-)
 
 
 def prepare_step(policy: Any) -> None:
@@ -114,10 +79,10 @@ def async_http_client(**kwargs: Any) -> Any:
     limits, headers; not ``transport``). One client serves any number of event loops
     (a real transport is made per loop). Needs httpx (which the openai SDK depends on).
     """
-    from . import _transport
+    from ._transport import async_http_client as make
 
     track_usage()  # the seam learns the agent from its usage ledger
-    return _transport.async_http_client(**kwargs)
+    return make(**kwargs)
 
 
 def http_client(**kwargs: Any) -> Any:
@@ -125,10 +90,10 @@ def http_client(**kwargs: Any) -> Any:
     ``openai.OpenAI(http_client=trio_mesa.http_client())`` for sync agents (inline or
     in worker threads). A retry's wait sleeps the agent's thread, which a timeout
     cannot interrupt: bound it with ``Retry(max_delay=..., max_retry_after=...)``."""
-    from . import _transport
+    from ._transport import http_client as make
 
     track_usage()
-    return _transport.http_client(**kwargs)
+    return make(**kwargs)
 
 
 # -- litellm -------------------------------------------------------------------------------
@@ -150,7 +115,7 @@ def install_on_litellm() -> None:
     before the step would bypass the seam); litellm rebuilds them on their next call.
     """
     global _depth, _saved
-    from . import _transport
+    from ._transport import seamed_async_client, seamed_client
 
     litellm: Any = sys.modules["litellm"]
     with _lock:
@@ -158,8 +123,8 @@ def install_on_litellm() -> None:
         if _depth > 1:
             return
         _saved = (litellm.aclient_session, litellm.client_session)
-        litellm.aclient_session = _transport.seamed_async_client(litellm.aclient_session)
-        litellm.client_session = _transport.seamed_client(litellm.client_session)
+        litellm.aclient_session = seamed_async_client(litellm.aclient_session)
+        litellm.client_session = seamed_client(litellm.client_session)
         _evict_other_clients(litellm)
 
 

@@ -32,7 +32,7 @@ import httpx
 from ._cassette import Exchange, first_difference
 from ._recording import Recording
 from ._retry import Retry, is_transient_status
-from ._seam import Seam, current_seam
+from ._seam_context import Seam, current_seam
 from ._usage import AGENT, REQUEST_RETRIES, REQUESTS, add_call, current_ledger, ledger_lock
 
 _HEADER = "x-agent-id"
