@@ -204,10 +204,12 @@ def test_tokens_used_beyond_the_estimate_are_taken_from_the_bucket() -> None:
     report = _step(model, rate_limit=limit)
     assert report.all_ok
     # Without settling, two 50-token requests would fit at t=0 and one go every 0.5 s.
-    # Settled at 100 each, the bucket (100 a second) lets one go per second after the
-    # first: the second waits for the first's overrun only.
-    assert provider.times == [0.0, 0.5, 1.5, 2.5]
-    assert (limit.tokens_reserved, limit.tokens_used) == (200, 400)
+    # The first, settled at 100, empties the bucket (100 a second), and teaches the
+    # limit that requests use 50 more than estimated: the next reserve 100 each, so one
+    # goes a second.
+    assert provider.times == [0.0, 1.0, 2.0, 3.0]
+    assert limit.expected_excess == 50.0
+    assert (limit.tokens_reserved, limit.tokens_used) == (50 + 3 * 100, 400)
 
 
 def test_tokens_reserved_and_not_used_are_given_back() -> None:
@@ -218,9 +220,11 @@ def test_tokens_reserved_and_not_used_are_given_back() -> None:
     report = _step(model, rate_limit=limit)
     assert report.all_ok
     # Held at 500 each, the bucket of 1000 would let two go at once, then one every
-    # 0.5 s. Settled at 150, the four first fit at once, and then one every 0.15 s.
-    assert provider.times == pytest.approx([0.0, 0.0, 0.0, 0.0, 0.1, 0.25, 0.4])
-    assert (limit.tokens_reserved, limit.tokens_used) == (3500, 1050)
+    # 0.5 s. The first gives 350 back and teaches the limit to reserve 150: the bucket
+    # holds six more, and then one goes every 0.15 s.
+    assert provider.times == pytest.approx([0.0] * 6 + [0.05])
+    assert limit.expected_excess == -350.0
+    assert (limit.tokens_reserved, limit.tokens_used) == (500 + 6 * 150, 1050)
 
 
 # -- Retry-After and deadlines ---------------------------------------------------------------

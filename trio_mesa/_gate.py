@@ -250,12 +250,15 @@ def sleep_sync(seconds: float) -> None:
 # -- after the response ----------------------------------------------------------------------
 
 
-def settle_response(limit: RateLimit, reserved: int, response: Any, agent: Any) -> None:
+def settle_response(
+    limit: RateLimit, reserved: int, estimate: int, response: Any, agent: Any
+) -> None:
     """Settle a sent request's tokens from its response and pass on a ``Retry-After``.
 
-    A 200 with ``usage`` settles at its total; any other 4xx answer (a 429 included) at
-    0 (the provider refused it); anything else keeps the estimate (the provider may have
-    done the work). A 429 or 503 that asks to wait closes the gate for every holder.
+    A 200 with ``usage`` settles at its total (and the limit learns how far off
+    ``estimate`` was); any other 4xx answer (a 429 included) at 0 (the provider refused
+    it); anything else keeps the reservation (the provider may have done the work). A
+    429 or 503 that asks to wait closes the gate for every holder.
     """
     status = response.status_code
     retry_after = None
@@ -263,31 +266,34 @@ def settle_response(limit: RateLimit, reserved: int, response: Any, agent: Any) 
         retry_after = retry_after_from_headers(response.headers)
     if limit.tokens is None and not retry_after:
         return
-    used: int | None = reserved
+    used: int | None = None
+    learned: int | None = None
     if limit.tokens is not None:
         if status == 200:
             used = _used_tokens(response)
-            if used is None:
-                used = reserved
+            learned = None if used is None else estimate
         elif 400 <= status < 500:
             used = 0
     if _place() == _WORKER:
-        trio.from_thread.run_sync(_after, limit, reserved, used, retry_after, status, agent)
+        trio.from_thread.run_sync(
+            _after, limit, reserved, used, learned, retry_after, status, agent
+        )
     else:
-        _after(limit, reserved, used, retry_after, status, agent)
+        _after(limit, reserved, used, learned, retry_after, status, agent)
 
 
 def _after(
     limit: RateLimit,
     reserved: int,
     used: int | None,
+    estimate: int | None,
     retry_after: float | None,
     status: int,
     agent: Any,
 ) -> None:
     now, clock = _now_and_clock()
     if used is not None:
-        limit.settle(reserved, used, now=now, clock=clock)
+        limit.settle(reserved, used, now=now, estimate=estimate, clock=clock)
     if retry_after:
         limit.hold_off(
             now + retry_after,

@@ -77,10 +77,12 @@ class RateLimit:
     second) is written over that shorter period: ``RateLimit(requests=10, per=1)``.
 
     A request reserves its tokens from an estimate before it is sent (see
-    `trio_mesa._gate.estimate_tokens`) and the reservation is settled from the
-    response's ``usage`` (`settle`): tokens it did not use are given back, tokens
-    beyond the estimate taken, and every slot handed out after it moves by the
-    difference. A request the provider refused (a 4xx answer) gives its tokens back.
+    `trio_mesa._gate.estimate_tokens`), plus what earlier requests used beyond their
+    estimates on average (`expected_excess`: the completion, mostly), and the
+    reservation is settled from the response's ``usage`` (`settle`): tokens it did not
+    use are given back, tokens beyond the reservation taken, and every slot handed out
+    after it moves by the difference. A request the provider refused (a 4xx answer)
+    gives its tokens back.
 
     **Per attempt** (``RateLimit(rate, per=1.0, burst=None)``): at most ``rate`` agent
     attempts start per ``per`` seconds, each attempt of an agent's whole step passing
@@ -208,6 +210,8 @@ class RateLimit:
         self._voided = 0
         self._tokens_reserved = 0
         self._tokens_used = 0
+        self._learned = 0  # settled requests whose usage was known
+        self._excess = 0.0  # their mean of used - estimate
         self._last_hold_off: HoldOff | None = None
 
     def _check_interval(self, interval: float, name: str, value: object) -> None:
@@ -292,6 +296,12 @@ class RateLimit:
         return self._tokens_used
 
     @property
+    def expected_excess(self) -> float:
+        """The mean of what settled requests used beyond their estimates (``0.0`` before
+        the first): `reserve` adds it to every request's estimate."""
+        return self._excess
+
+    @property
     def hold_offs(self) -> int:
         """Hold-offs that closed the gate or moved its reopening later."""
         return self._epoch
@@ -345,6 +355,9 @@ class RateLimit:
             if self._per_request:
                 if tokens and self._tokens is not None:
                     tokens = check_count("tokens", tokens, minimum=0, maximum=10**15)
+                    # What requests settled so far used beyond their estimates, on
+                    # average (a completion the estimate could not know): reserved too.
+                    tokens = max(0, tokens + round(self._excess))
                 else:
                     tokens = 0
                 reservation = self._reserve_request(now, tokens, deadline)
@@ -397,25 +410,48 @@ class RateLimit:
                 return reservation
             return None
 
-    def settle(self, reserved: int, used: int, *, now: float, clock: object = None) -> None:
-        """A request that reserved ``reserved`` tokens used ``used`` (its response's
-        ``usage``: prompt plus completion; ``0`` for a request never sent, or refused).
+    def settle(
+        self,
+        reserved: int,
+        used: int,
+        *,
+        now: float,
+        estimate: int | None = None,
+        clock: object = None,
+    ) -> None:
+        """A request that reserved ``reserved`` tokens (its `Reservation.tokens`) used
+        ``used`` (its response's ``usage``: prompt plus completion; ``0`` for a request
+        never sent, or refused).
 
         The difference is given back to the token bucket (``used < reserved``) or taken
         from it (``used > reserved``, the bucket may go into debt), and every slot
         handed out and not yet started moves by it (`confirm` tells its holder). A no-op
         without ``tokens``.
 
+        ``estimate``: the ``tokens`` the request gave `reserve`, when ``used`` is a
+        real count (an answer's ``usage``). The limit then learns from it: every later
+        reservation adds the mean of ``used - estimate`` over such requests (what the
+        estimates miss, mostly the completion, whose length the request cannot say),
+        so a request in flight is counted at about what it will use, not at its
+        prompt alone. ``None``: nothing learned (a request refused, never sent, or
+        whose usage is unknown).
+
         Raises:
-            TypeError, ValueError: ``reserved`` or ``used`` not an int ``>= 0``.
+            TypeError, ValueError: ``reserved``, ``used`` or ``estimate`` not an int
+                ``>= 0``.
         """
         check_count("reserved", reserved, minimum=0, maximum=10**15)
         check_count("used", used, minimum=0, maximum=10**15)
+        if estimate is not None:
+            check_count("estimate", estimate, minimum=0, maximum=10**15)
         if self._tokens is None:
             return
         with self._lock:
             self._rebase(clock, now, None)
             self._tokens_used += used
+            if estimate is not None:
+                self._learned += 1
+                self._excess += (used - estimate - self._excess) / self._learned
             moved = (used - reserved) * self._token_interval
             if moved:
                 # A full bucket (tat in the past) is taken as full now, not fuller.

@@ -314,7 +314,7 @@ class SeamAsyncTransport(httpx.AsyncBaseTransport):
                 recording.write(Exchange.hung_up(call.agent, number, call.body))
             raise
         if limit is not None:
-            settle_response(limit, reserved, response, call.agent)
+            settle_response(limit, reserved, tokens, response, call.agent)
         if recording is not None:
             recording.write(
                 Exchange.from_response(
@@ -439,7 +439,7 @@ class SeamTransport(httpx.BaseTransport):
                 recording.write(Exchange.hung_up(call.agent, number, call.body))
             raise
         if limit is not None:
-            settle_response(limit, reserved, response, call.agent)
+            settle_response(limit, reserved, tokens, response, call.agent)
         if recording is not None:
             recording.write(
                 Exchange.from_response(
