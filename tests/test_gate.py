@@ -189,9 +189,10 @@ def test_estimate_counts_characters_over_4_plus_max_tokens() -> None:
         "tools": [{"type": "function", "function": {"name": "go", "parameters": {}}}],
         "max_tokens": 50,
     }
-    # Every string: "system" 6 + 10 + "user" 4 + "text" 4 + 7 + "function" 8 + "go" 2 = 41
-    # characters, 11 tokens rounded up, plus the 50 the completion may use.
-    assert estimate_tokens(body) == 11 + 50
+    # Every string of the messages: "system" 6 + 10 + "user" 4 + "text" 4 + 7 = 31
+    # characters, 8 tokens rounded up, plus the 50 the completion may use. The tools
+    # are left to what the limit learns from usage.
+    assert estimate_tokens(body) == 8 + 50
     assert estimate_tokens({"messages": "not a list", "max_tokens": True}) == 3
     assert estimate_tokens(None) == 0
 
@@ -205,10 +206,10 @@ def test_tokens_used_beyond_the_estimate_are_taken_from_the_bucket() -> None:
     assert report.all_ok
     # Without settling, two 50-token requests would fit at t=0 and one go every 0.5 s.
     # The first, settled at 100, empties the bucket (100 a second), and teaches the
-    # limit that requests use 50 more than estimated: the next reserve 100 each, so one
+    # limit that requests use twice their estimate: the next reserve 100 each, so one
     # goes a second.
     assert provider.times == [0.0, 1.0, 2.0, 3.0]
-    assert limit.expected_excess == 50.0
+    assert limit.expected_ratio == 2.0
     assert (limit.tokens_reserved, limit.tokens_used) == (50 + 3 * 100, 400)
 
 
@@ -223,7 +224,7 @@ def test_tokens_reserved_and_not_used_are_given_back() -> None:
     # 0.5 s. The first gives 350 back and teaches the limit to reserve 150: the bucket
     # holds six more, and then one goes every 0.15 s.
     assert provider.times == pytest.approx([0.0] * 6 + [0.05])
-    assert limit.expected_excess == -350.0
+    assert limit.expected_ratio == 0.3
     assert (limit.tokens_reserved, limit.tokens_used) == (500 + 6 * 150, 1050)
 
 

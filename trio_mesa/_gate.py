@@ -47,27 +47,30 @@ __all__ = [
 CHARS_PER_TOKEN = 4
 
 # How long a waiter sleeps before asking again whether settled requests moved its slot
-# earlier: a quarter of what is left, at least this (only with a token limit).
+# earlier: a quarter of what is left, within these bounds (only with a token limit).
 _SPELL = 0.05
+_LONGEST_SPELL = 0.25
 
 
 def estimate_tokens(body: Any) -> int:
     """Tokens a chat request is expected to use, reserved before it is sent.
 
     The characters of its ``messages`` (every string in them: text parts, tool call
-    arguments, names) and of its ``tools`` (providers bill the tool definitions as
-    prompt tokens), divided by 4 and rounded up (OpenAI's rule of thumb for English:
+    arguments, names) divided by 4 and rounded up (OpenAI's rule of thumb for English:
     no tokenizer to import, and the same for every model), plus ``max_tokens`` (or
     ``max_completion_tokens``) when given: a provider counts a request's completion
-    limit against its tokens-per-minute quota before it answers, and the completion can
-    use that many. Without one the completion is not reserved: it is taken from the
-    bucket when the response's ``usage`` settles the reservation, so an estimate only
-    matters while its request is in flight.
+    limit against its tokens-per-minute quota before it answers. What this misses (the
+    completion when no limit is given, the tool definitions, which providers bill in
+    their own ways, a tokenizer that is not 4 characters a token) is learned from the
+    responses' ``usage`` (`RateLimit.expected_tokens`), and each reservation is settled
+    at what its request used; so an estimate only matters while its request is in
+    flight. It errs low on purpose: a slot that settles later than estimated moves the
+    slots after it later at once, while one that settles earlier can only be taken up
+    by waiters when they next look.
     """
     if not isinstance(body, dict):
         return 0
-    chars = _chars(body.get("messages")) + _chars(body.get("tools"))
-    tokens = -(-chars // CHARS_PER_TOKEN)
+    tokens = -(-_chars(body.get("messages")) // CHARS_PER_TOKEN)
     limit = body.get("max_completion_tokens", body.get("max_tokens"))
     if isinstance(limit, int) and not isinstance(limit, bool) and limit > 0:
         tokens += limit
@@ -154,26 +157,33 @@ async def pass_gate_async(limit: RateLimit, tokens: int, deadline: float) -> int
     if reservation is None:
         await _hold()
         raise AssertionError("unreachable: _hold() only ends by cancellation")
-    reserved = reservation.tokens
+    held = [reservation.tokens]
     try:
-        await _wait(limit, reservation, deadline, clock, _loop_sleep)
+        await _wait(limit, reservation, deadline, clock, _loop_sleep, held)
     except BaseException:
-        limit.settle(reserved, 0, now=_now_and_clock()[0], clock=clock)  # never sent
+        limit.settle(held[0], 0, now=_now_and_clock()[0], clock=clock)  # never sent
         raise
-    return reserved
+    return held[0]
 
 
 async def _wait(
-    limit: RateLimit, reservation: Reservation | None, deadline: float, clock: object, sleep: Any
+    limit: RateLimit,
+    reservation: Reservation | None,
+    deadline: float,
+    clock: object,
+    sleep: Any,
+    held: list[int],
 ) -> None:
+    # ``held[0]``: the tokens the latest reservation holds (`confirm` may take more).
     spells = limit.tokens is not None
     while reservation is not None:
+        held[0] = reservation.tokens
         if reservation.start >= deadline:
             await _hold()  # moved past the deadline (a hold-off, settled debt)
         now = _now_and_clock()[0]
         left = reservation.start - now
         if left > 0:
-            await sleep(min(left, max(left / 4, _SPELL)) if spells else left)
+            await sleep(min(left, _LONGEST_SPELL, max(left / 4, _SPELL)) if spells else left)
             now = _now_and_clock()[0]
         reservation = limit.confirm(reservation, now, clock=clock)
 
@@ -206,12 +216,13 @@ async def _pass_on_host(limit: RateLimit, tokens: int, deadline: float) -> int:
     if reservation is None:
         await trio.sleep_forever()
     assert reservation is not None
+    held = [reservation.tokens]
     try:
-        await _wait(limit, reservation, deadline, clock, trio.sleep)
+        await _wait(limit, reservation, deadline, clock, trio.sleep, held)
     except BaseException:
-        limit.settle(reservation.tokens, 0, now=trio.current_time(), clock=clock)
+        limit.settle(held[0], 0, now=trio.current_time(), clock=clock)
         raise
-    return reservation.tokens
+    return held[0]
 
 
 def pass_gate_sync(limit: RateLimit, tokens: int, deadline: float) -> int:
@@ -226,6 +237,7 @@ def pass_gate_sync(limit: RateLimit, tokens: int, deadline: float) -> int:
     assert reservation is not None
     reserved = reservation.tokens
     while reservation is not None:
+        reserved = reservation.tokens
         left = reservation.start - now
         if left > 0:
             time.sleep(left)

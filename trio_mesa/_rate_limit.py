@@ -37,6 +37,7 @@ class Reservation:
     start: float
     epoch: int
     tokens: int = 0
+    estimate: int = field(default=0, repr=False, compare=False)  # what the caller gave
     # Request mode: the start the request dimension and the gate allow, the start the
     # token bucket allowed, and the token schedule's shift when it was given (`settle`
     # moves later token starts by the difference).
@@ -77,8 +78,8 @@ class RateLimit:
     second) is written over that shorter period: ``RateLimit(requests=10, per=1)``.
 
     A request reserves its tokens from an estimate before it is sent (see
-    `trio_mesa._gate.estimate_tokens`), plus what earlier requests used beyond their
-    estimates on average (`expected_excess`: the completion, mostly), and the
+    `trio_mesa._gate.estimate_tokens`), corrected by what earlier requests used for
+    their estimates (`expected_tokens`: the completion, mostly), and the
     reservation is settled from the response's ``usage`` (`settle`): tokens it did not
     use are given back, tokens beyond the reservation taken, and every slot handed out
     after it moves by the difference. A request the provider refused (a 4xx answer)
@@ -210,8 +211,9 @@ class RateLimit:
         self._voided = 0
         self._tokens_reserved = 0
         self._tokens_used = 0
-        self._learned = 0  # settled requests whose usage was known
-        self._excess = 0.0  # their mean of used - estimate
+        # Settled requests whose usage was known: n, sums of estimates x, usage y,
+        # x*x and x*y (a least-squares line from estimate to usage).
+        self._fit = [0, 0.0, 0.0, 0.0, 0.0]
         self._last_hold_off: HoldOff | None = None
 
     def _check_interval(self, interval: float, name: str, value: object) -> None:
@@ -296,10 +298,32 @@ class RateLimit:
         return self._tokens_used
 
     @property
-    def expected_excess(self) -> float:
-        """The mean of what settled requests used beyond their estimates (``0.0`` before
-        the first): `reserve` adds it to every request's estimate."""
-        return self._excess
+    def expected_ratio(self) -> float:
+        """Tokens used per token estimated, over the settled requests whose usage was
+        known (``1.0`` before the first)."""
+        n, sx, sy, _, _ = self._fit
+        return sy / sx if n and sx else 1.0
+
+    def expected_tokens(self, estimate: int) -> int:
+        """What a request estimated at ``estimate`` tokens is expected to use, learned
+        from the settled requests whose usage was known: the least-squares line from
+        estimate to usage once they had estimates of different sizes (a fixed part,
+        the completion, and a part that grows with the prompt), else the estimate
+        times `expected_ratio`, else the estimate itself. `reserve` reserves this, and
+        `confirm` takes it again, with what was learned since, just before the start."""
+        with self._lock:
+            return self._expected(estimate)
+
+    def _expected(self, estimate: int) -> int:
+        n, sx, sy, sxx, sxy = self._fit
+        if not n or not estimate:
+            return estimate
+        spread = n * sxx - sx * sx
+        if n >= 2 and spread > 1e-9 * n * sxx:
+            slope = (n * sxy - sx * sy) / spread
+            if slope >= 0:
+                return max(0, math.ceil(slope * estimate + (sy - slope * sx) / n))
+        return math.ceil(estimate * sy / sx) if sx else estimate
 
     @property
     def hold_offs(self) -> int:
@@ -354,13 +378,13 @@ class RateLimit:
             self._rebase(clock, now, None)
             if self._per_request:
                 if tokens and self._tokens is not None:
-                    tokens = check_count("tokens", tokens, minimum=0, maximum=10**15)
-                    # What requests settled so far used beyond their estimates, on
-                    # average (a completion the estimate could not know): reserved too.
-                    tokens = max(0, tokens + round(self._excess))
+                    estimate = check_count("tokens", tokens, minimum=0, maximum=10**15)
+                    # Corrected by what settled requests used (a completion the
+                    # estimate could not know, another tokenizer).
+                    tokens = self._expected(estimate)
                 else:
-                    tokens = 0
-                reservation = self._reserve_request(now, tokens, deadline)
+                    estimate = tokens = 0
+                reservation = self._reserve_request(now, tokens, deadline, estimate)
                 if reservation is not None:
                     self._tokens_reserved += tokens
                 return reservation
@@ -390,7 +414,9 @@ class RateLimit:
             if reservation.epoch != self._epoch and reservation.start < self._gate:
                 self._voided += 1
                 if self._per_request:
-                    renewed = self._reserve_request(now, reservation.tokens, math.inf)
+                    renewed = self._reserve_request(
+                        now, reservation.tokens, math.inf, reservation.estimate
+                    )
                     assert renewed is not None
                     return renewed
                 return self._reserve(now)
@@ -404,6 +430,19 @@ class RateLimit:
                         reservation
                         if start == reservation.start
                         else replace(reservation, start=start)
+                    )
+                # About to start: take the tokens again with what settled requests
+                # taught since the slot was handed out (the difference moves this
+                # slot and every later one, as a settlement does); the caller confirms
+                # once more and settles the returned reservation's tokens.
+                again = self._expected(reservation.estimate)
+                if again != reservation.tokens:
+                    moved = (again - reservation.tokens) * self._token_interval
+                    self._token_tat = max(self._token_tat, now) + moved
+                    self._shift += moved
+                    self._tokens_reserved += again - reservation.tokens
+                    return replace(
+                        reservation, tokens=again, start=max(start + moved, reservation.floor)
                     )
                 return None
             if now < reservation.start:
@@ -430,11 +469,12 @@ class RateLimit:
 
         ``estimate``: the ``tokens`` the request gave `reserve`, when ``used`` is a
         real count (an answer's ``usage``). The limit then learns from it: every later
-        reservation adds the mean of ``used - estimate`` over such requests (what the
-        estimates miss, mostly the completion, whose length the request cannot say),
-        so a request in flight is counted at about what it will use, not at its
-        prompt alone. ``None``: nothing learned (a request refused, never sent, or
-        whose usage is unknown).
+        reservation takes `expected_tokens` of its estimate (what estimates miss:
+        mostly the completion, whose length a request cannot say, and a tokenizer
+        other than 4 characters a token), so a request in flight is counted at about
+        what it will use.
+        ``None``: nothing learned (a request refused, never sent, or whose usage is
+        unknown).
 
         Raises:
             TypeError, ValueError: ``reserved``, ``used`` or ``estimate`` not an int
@@ -449,9 +489,13 @@ class RateLimit:
         with self._lock:
             self._rebase(clock, now, None)
             self._tokens_used += used
-            if estimate is not None:
-                self._learned += 1
-                self._excess += (used - estimate - self._excess) / self._learned
+            if estimate:
+                fit = self._fit
+                fit[0] += 1
+                fit[1] += estimate
+                fit[2] += used
+                fit[3] += estimate * estimate
+                fit[4] += estimate * used
             moved = (used - reserved) * self._token_interval
             if moved:
                 # A full bucket (tat in the past) is taken as full now, not fuller.
@@ -503,7 +547,9 @@ class RateLimit:
         self._reservations += 1
         return Reservation(start, self._epoch)
 
-    def _reserve_request(self, now: float, tokens: int, deadline: float) -> Reservation | None:
+    def _reserve_request(
+        self, now: float, tokens: int, deadline: float, estimate: int = 0
+    ) -> Reservation | None:
         # Weighted GCRA per dimension: a request may start once the request bucket holds
         # one request and the token bucket `tokens` (all of it, if it asks for more than
         # the bucket holds: it then leaves the bucket in debt).
@@ -517,12 +563,15 @@ class RateLimit:
         start = max(floor, token_start)
         if start >= deadline:
             return None
+        # Each bucket keeps its own schedule (a slot's start in it, not the later start
+        # the other bucket may impose): when settled tokens move the token schedule,
+        # the request schedule does not hold the moved slots back.
         if self._requests is not None:
-            self._tat = max(self._tat, start) + self._interval
+            self._tat = max(self._tat, floor) + self._interval
         if self._tokens is not None:
-            self._token_tat = max(self._token_tat, start) + tokens * self._token_interval
+            self._token_tat = max(self._token_tat, token_start, now) + tokens * self._token_interval
         self._reservations += 1
-        return Reservation(start, self._epoch, tokens, floor, token_start, self._shift)
+        return Reservation(start, self._epoch, tokens, estimate, floor, token_start, self._shift)
 
     def _rebase(self, clock: object, now: float, elapsed: float | None) -> None:
         offset = self._domain.shift(clock, now, elapsed)
