@@ -1,0 +1,78 @@
+"""Sphinx helpers for trio-mesa's API reference.
+
+- Fail the build when a public name has no entry: every name in the ``__all__`` of
+  `trio_mesa`, `trio_mesa.compat`, `fault_injection` and `fault_injection.chaos` must
+  be documented (a name `fault_injection` re-exports from `fault_injection.chaos` may
+  be documented there).
+- Resolve the short cross-references the docstrings use (`StepReport` written in a
+  `fault_injection` docstring) to the one public name they can mean.
+- Read a property's docstring as prose: napoleon would take the text before a colon
+  on its first line for a type.
+"""
+
+from __future__ import annotations
+
+import importlib
+from typing import Any
+
+from docutils import nodes
+from sphinx.addnodes import pending_xref
+from sphinx.application import Sphinx
+from sphinx.environment import BuildEnvironment
+from sphinx.ext.napoleon.docstring import GoogleDocstring
+from sphinx.util import logging
+
+PACKAGES = ("trio_mesa", "trio_mesa.compat", "fault_injection", "fault_injection.chaos")
+
+logger = logging.getLogger(__name__)
+
+
+def missing_names(documented: set[str]) -> list[str]:
+    """The public names (``package.name``) with no entry among ``documented``."""
+    missing = []
+    for package in PACKAGES:
+        module = importlib.import_module(package)
+        for name in module.__all__:
+            home = getattr(getattr(module, name), "__module__", package)
+            homes = {f"{package}.{name}", f"{home}.{name}"}
+            homes |= {f"{p}.{name}" for p in PACKAGES if p.startswith(package + ".")}
+            if not homes & documented:
+                missing.append(f"{package}.{name}")
+    return missing
+
+
+def check_public_names(app: Sphinx, env: BuildEnvironment) -> None:
+    for name in missing_names(set(env.domains["py"].objects)):
+        logger.warning("public name %s has no entry in the API reference", name)
+
+
+def resolve_short_name(
+    app: Sphinx, env: BuildEnvironment, node: pending_xref, contnode: nodes.Element
+) -> nodes.Element | None:
+    """Resolve `Name` or `Name.attr` to the one public object of ours it can mean."""
+    if node.get("refdomain") != "py" or node.get("reftarget", "").startswith(PACKAGES):
+        return None
+    target = node["reftarget"].lstrip("~.")
+    objects = env.domains["py"].objects
+    found = [f"{p}.{target}" for p in PACKAGES if f"{p}.{target}" in objects]
+    if not found:
+        return None
+    node = node.deepcopy()
+    node["reftarget"] = found[0]
+    node["refspecific"] = False
+    return env.domains["py"].resolve_xref(
+        env, node["refdoc"], app.builder, node["reftype"], found[0], node, contnode
+    ) or env.domains["py"].resolve_xref(
+        env, node["refdoc"], app.builder, "obj", found[0], node, contnode
+    )
+
+
+def _parse_attribute_docstring(self: GoogleDocstring) -> list[str]:
+    return type(self)(self._consume_to_end(), self._config).lines()
+
+
+def setup(app: Sphinx) -> dict[str, Any]:
+    GoogleDocstring._parse_attribute_docstring = _parse_attribute_docstring  # type: ignore[method-assign]
+    app.connect("env-check-consistency", check_public_names)
+    app.connect("missing-reference", resolve_short_name)
+    return {"parallel_read_safe": True, "parallel_write_safe": True}
