@@ -1,7 +1,7 @@
 """Every Python example in README.md and docs/ runs as a test (Sybil).
 
-- A ``python`` block runs in its document's namespace, in document order, with its
-  standard output captured. A block that starts with ``>>>`` is a doctest.
+- A ``python`` block runs in its document's namespace, in document order, from the
+  repository's root, with its standard output captured. A block that starts with ``>>>`` is a doctest.
 - A ``text`` block right after a ``python`` block (nothing but blank lines between) is
   what that block prints: it is compared line by line (trailing spaces ignored; ``...``
   matches anything, as doctest's ELLIPSIS does).
@@ -39,17 +39,17 @@ _IMPORTS_MESA_LLM = re.compile(r"^\s*(from|import)\s+mesa_llm\b", re.M)
 def _run_python(example: Example) -> None:
     source = "\n" * example.line + example.parsed
     if _IMPORTS_MESA_LLM.search(example.parsed):
-        example.namespace[PRINTED] = _run_in_subprocess(example.parsed, example.path)
+        example.namespace[PRINTED] = _run_in_subprocess(example.parsed)
         return
     code = compile(source, example.path, "exec", dont_inherit=True)
     out = io.StringIO()
-    with contextlib.redirect_stdout(out):
+    with contextlib.chdir(ROOT), contextlib.redirect_stdout(out):
         exec(code, example.namespace)
     example.namespace.pop("__builtins__", None)
     example.namespace[PRINTED] = out.getvalue()
 
 
-def _run_in_subprocess(source: str, path: str) -> str:
+def _run_in_subprocess(source: str) -> str:
     env = {
         **os.environ,
         "PYTHONPATH": os.pathsep.join([str(ROOT), os.environ.get("PYTHONPATH", "")]),
@@ -59,7 +59,7 @@ def _run_in_subprocess(source: str, path: str) -> str:
         capture_output=True,
         text=True,
         env=env,
-        cwd=Path(path).parent,
+        cwd=ROOT,
         timeout=300,
     )
     if proc.returncode != 0:
