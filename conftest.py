@@ -5,9 +5,9 @@
 - A ``text`` block right after a ``python`` block (nothing but blank lines between) is
   what that block prints: it is compared line by line (trailing spaces ignored; ``...``
   matches anything, as doctest's ELLIPSIS does).
-- A block that imports ``mesa_llm`` runs in a fresh interpreter of its own, since
-  importing mesa-llm patches Mesa's ``AgentSet`` for the whole process; it must be
-  self-contained.
+- A block that imports ``mesa_llm`` (or calls ``bound_mesa_llm_retries``, which does)
+  runs in a fresh interpreter of its own, since importing mesa-llm patches Mesa's
+  ``AgentSet`` for the whole process; it must be self-contained.
 - ``<!-- invisible-code-block: python -->`` comments hold set-up the reader needs not
   see. Shell commands are ``console`` blocks and are not run.
 """
@@ -33,7 +33,8 @@ ROOT = Path(__file__).resolve().parent
 PRINTED = "__printed__"
 # litellm fetches a model cost map from the internet at import unless told not to.
 os.environ.setdefault("LITELLM_LOCAL_MODEL_COST_MAP", "True")
-_IMPORTS_MESA_LLM = re.compile(r"^\s*(from|import)\s+mesa_llm\b", re.M)
+# Importing mesa_llm (bound_mesa_llm_retries does) patches Mesa for the whole process.
+_IMPORTS_MESA_LLM = re.compile(r"^\s*(from|import)\s+mesa_llm\b|bound_mesa_llm_retries\(", re.M)
 
 
 def _run_python(example: Example) -> None:
