@@ -29,6 +29,10 @@ from sybil.evaluators.doctest import DocTestEvaluator
 from sybil.parsers.abstract.doctest import DocTestStringParser
 from sybil.parsers.markdown.lexers import DirectiveInHTMLCommentLexer, FencedCodeBlockLexer
 
+# The chaos LLM server fixture (chaos_llm_server) and its chaos_server marker, for the
+# tests and for the documented examples that use them.
+pytest_plugins = ["fault_injection.pytest_plugin"]
+
 ROOT = Path(__file__).resolve().parent
 PRINTED = "__printed__"
 # litellm fetches a model cost map from the internet at import unless told not to.
