@@ -59,6 +59,11 @@ class Usage:
     cost is unknown adds its tokens and counts in ``unpriced_calls``, never a made-up
     price.
 
+    Nothing recorded (``Usage()``, falsy, ``recorded`` is ``False``) means unknown, not
+    free: the agent's client may report nothing (usage is tracked for litellm and
+    `record_usage` only), so its ``cost`` is ``None`` and ``str()`` says "tokens n/a,
+    cost unknown". The token fields stay ``0`` so that sums still add up.
+
     Attributes:
         calls: completed LLM calls reported (a call that raised reports nothing).
         prompt_tokens: input tokens billed, summed.
@@ -74,10 +79,16 @@ class Usage:
     unpriced_calls: int = 0
 
     @property
+    def recorded(self) -> bool:
+        """Whether any call was recorded; ``False``: the figures are unknown, not 0."""
+        return bool(self.calls or self.prompt_tokens or self.completion_tokens)
+
+    @property
     def cost(self) -> float | None:
-        """The total cost, or ``None`` when any call's cost is unknown (then
-        ``known_cost`` is what the priced calls cost: a lower bound)."""
-        return None if self.unpriced_calls else self.known_cost
+        """The total cost, or ``None`` when it is unknown: nothing was recorded, or
+        some call's cost is unknown (then ``known_cost`` is what the priced calls cost:
+        a lower bound)."""
+        return None if self.unpriced_calls or not self.recorded else self.known_cost
 
     @property
     def total_tokens(self) -> int:
@@ -99,6 +110,8 @@ class Usage:
         return bool(self.calls or self.prompt_tokens or self.completion_tokens)
 
     def __str__(self) -> str:
+        if not self.recorded:
+            return "no LLM calls recorded: tokens n/a, cost unknown"
         cost = self.cost
         if cost is not None:
             money = f"${cost:.4f}"

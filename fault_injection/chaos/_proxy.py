@@ -189,6 +189,12 @@ class Replay:
         self._used: dict[int | None, set[int]] = {}
         self._last: dict[int | None, int] = {}  # the latest call served, per agent
 
+    def reset(self) -> None:
+        """Forget which replies were served: the next run replays from the start."""
+        with self._lock:
+            self._used.clear()
+            self._last.clear()
+
     def lookup(
         self, agent: int | None, call: int, body: dict[str, Any]
     ) -> tuple[Exchange | None, str | None]:
@@ -233,6 +239,13 @@ class Replay:
                 self._last[agent] = max(self._last.get(agent, 0), chosen.call)
         return chosen, first_difference(chosen.request, body)
 
+
+#: Why a second client run against one server runs out of recording: said in the error.
+SECOND_RUN_HINT = (
+    " Calls are numbered from the server's start or its last reset, so a second client "
+    "run against the same server continues the count: POST /_chaos/reset (or "
+    "ChaosServer.reset()) between runs, or restart the server."
+)
 
 #: The ``fault`` a `FaultLog` records for a request replay refused.
 REPLAY_DIVERGED = "replay_diverged"
@@ -406,6 +419,7 @@ class ReplaySource:
                 message = (
                     f"Replay: {who}, call {call}: the cassette {path} has no successful "
                     f"reply of this kind ({_describe_kind(body)}) of {who} left to serve."
+                    f"{SECOND_RUN_HINT}"
                 )
                 return Refusal(message, REPLAY_EXHAUSTED)
             detail = f"recorded call {exchange.call}" + (f"; differs at {diff}" if diff else "")
@@ -415,7 +429,7 @@ class ReplaySource:
                 recorded = len(self.replay.cassette.calls(agent))
                 message = (
                     f"Replay: {who}, call {call} is beyond the recording: the cassette {path} "
-                    f"has {recorded} call(s) of {who}."
+                    f"has {recorded} call(s) of {who}.{SECOND_RUN_HINT}"
                 )
                 return Refusal(message, REPLAY_EXHAUSTED)
             detail = ""
