@@ -1,7 +1,8 @@
 """Every Python example in README.md and docs/ runs as a test (Sybil).
 
 - A ``python`` block runs in its document's namespace, in document order, from the
-  repository's root, with its standard output captured. A block that starts with ``>>>`` is a doctest.
+  repository's root, with its standard output captured. A block that starts with
+  ``>>>`` is a doctest.
 - A ``text`` block right after a ``python`` block (nothing but blank lines between) is
   what that block prints: it is compared line by line (trailing spaces ignored; ``...``
   matches anything, as doctest's ELLIPSIS does).
@@ -72,6 +73,11 @@ def _run_in_subprocess(source: str) -> str:
     return proc.stdout
 
 
+# DOCS_UPDATE_OUTPUT=1 rewrites the output blocks that differ (those without "...")
+# with what their examples print, when the session ends: review the diff.
+_UPDATES: list[tuple[str, int, int, str]] = []
+
+
 def _check_output(example: Example) -> str | None:
     printed = example.namespace.get(PRINTED)
     if printed is None:
@@ -81,8 +87,20 @@ def _check_output(example: Example) -> str | None:
     checker = doctest.OutputChecker()
     if checker.check_output(want + "\n", got + "\n", doctest.ELLIPSIS):
         return None
+    if os.environ.get("DOCS_UPDATE_OUTPUT") == "1" and "..." not in want:
+        _UPDATES.append((example.path, example.region.start, example.region.end, got))
     example_ = doctest.Example("", want + "\n")
     return checker.output_difference(example_, got + "\n", doctest.ELLIPSIS)
+
+
+def pytest_sessionfinish() -> None:
+    for path, start, end, got in sorted(_UPDATES, reverse=True):  # last first: offsets hold
+        text = Path(path).read_text()
+        block = text[start:end]
+        opening, closing = block.index("\n") + 1, block.rstrip().rindex("\n") + 1
+        Path(path).write_text(
+            text[:start] + block[:opening] + got + "\n" + block[closing:] + text[end:]
+        )
 
 
 class ExampleParser:
