@@ -56,7 +56,7 @@ def resolve_short_name(
     objects = env.domains["py"].objects
     found = [f"{p}.{target}" for p in PACKAGES if f"{p}.{target}" in objects]
     if not found:
-        return None
+        return _own_attribute(node, target, contnode)
     node = node.deepcopy()
     node["reftarget"] = found[0]
     node["refspecific"] = False
@@ -65,6 +65,23 @@ def resolve_short_name(
     ) or env.domains["py"].resolve_xref(
         env, node["refdoc"], app.builder, "obj", found[0], node, contnode
     )
+
+
+def _own_attribute(node: pending_xref, target: str, contnode: nodes.Element) -> Any:
+    """`field` in a docstring of ours naming an attribute of its own class (a dataclass
+    field documented by a ``#:`` comment in a private module, which autodoc cannot
+    see there): shown as code, not a dangling reference."""
+    module, owner = node.get("py:module") or "", node.get("py:class") or ""
+    if not owner or not module.startswith(PACKAGES) or not target.isidentifier():
+        return None
+    try:
+        cls: Any = importlib.import_module(module)
+        for part in owner.split("."):
+            cls = getattr(cls, part)
+    except (ImportError, AttributeError):
+        return None
+    fields = getattr(cls, "__dataclass_fields__", {})
+    return contnode if target in fields else None
 
 
 def _parse_attribute_docstring(self: GoogleDocstring) -> list[str]:
