@@ -92,8 +92,11 @@ def test_from_dict_needs_a_name() -> None:
 
 
 def test_the_documented_scenario_file_loads_and_matches_the_oracle() -> None:
-    # docs/guides/fault-injection.md shows examples/my-provider.toml in full.
-    path = Path(__file__).parent.parent / "examples" / "my-provider.toml"
+    # docs/guides/fault-injection.md shows examples/my-provider.toml in full, verbatim.
+    root = Path(__file__).parent.parent
+    path = root / "examples" / "my-provider.toml"
+    guide = (root / "docs" / "guides" / "fault-injection.md").read_text()
+    assert f"```toml\n{path.read_text()}```" in guide, "the guide's copy of the file is stale"
     scenario = load_scenario(path)
     assert scenario.name == "my-provider" and scenario.retry is not None
     assert {rule.kind for rule in scenario.rules} == {FaultKind.HANG, FaultKind.CONNECTION_ERROR}
