@@ -66,6 +66,8 @@ nitpick_ignore_regex = [
 nitpick_ignore = [
     ("py:obj", "SERVER_QUOTAS"),
     ("py:obj", "ABANDONED_STATUS"),
+    ("py:obj", "ERROR_STATUS"),
+    ("py:obj", "Path"),
     ("py:obj", "log"),
     ("py:obj", "rng"),
 ]

@@ -46,7 +46,14 @@ def test_every_public_name_has_an_entry_in_the_api_reference(package) -> None:
             if module.startswith(package.__name__ + ".")
         )
     )
-    missing = set(package.__all__) - here - below
+    # A name re-exported from another package (fault_injection.chaos's Cassette, from
+    # trio_mesa) is documented where it lives.
+    elsewhere = {
+        name
+        for name in package.__all__
+        if name in documented.get(getattr(getattr(package, name), "__module__", ""), set())
+    }
+    missing = set(package.__all__) - here - below - elsewhere
     assert not missing, f"{package.__name__}: no entry in docs/api/ for {sorted(missing)}"
     stale = here - set(package.__all__)
     assert not stale, f"docs/api/ documents {sorted(stale)}, not in {package.__name__}.__all__"
@@ -62,8 +69,13 @@ def test_public_classes_and_functions_repr_as_the_package(package) -> None:
         obj = getattr(package, name)
         if isinstance(obj, type) or callable(obj):
             home = obj.__module__
-            assert home == package.__name__ or (
-                home.startswith(package.__name__ + ".") and "._" not in home
+            # The cassette names live in trio_mesa (the product); the chaos server's
+            # packages re-export them for compatibility.
+            reexported = home == "trio_mesa" and package.__name__.startswith("fault_injection")
+            assert (
+                home == package.__name__
+                or (home.startswith(package.__name__ + ".") and "._" not in home)
+                or reexported
             ), f"{name}: {home}"
     if package is trio_mesa:
         assert repr(trio_mesa.StepReport) == "<class 'trio_mesa.StepReport'>"

@@ -43,12 +43,17 @@ class StepReport:
         circuit_events: what the step's `CircuitBreaker` did during the step, as
             ``(time, kind, reason)`` named tuples (``kind`` is ``"opened"``,
             ``"half_open"`` or ``"closed"``; ``time`` in seconds since the step began).
+        unattributed_requests: LLM requests that passed through the request seam
+            during the step but were made outside any agent's call (by the model's own
+            code, say): sent untouched, neither recorded nor retried, their usage in no
+            agent's outcome.
     """
 
     outcomes: tuple[AgentOutcome, ...]
     step: int | None = None
     duration: float = 0.0
     circuit_events: tuple[Any, ...] = ()
+    unattributed_requests: int = 0
 
     def __len__(self) -> int:
         return len(self.outcomes)
@@ -171,6 +176,8 @@ class StepReport:
         usage = self.usage
         if usage:
             line += f"; {usage}"
+        if self.unattributed_requests:
+            line += f"; {self.unattributed_requests} request(s) made outside any agent"
         return line
 
     def __str__(self) -> str:

@@ -22,6 +22,8 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any, NamedTuple
 
+from trio_mesa._cassette import first_difference
+
 from .._scenario import FaultKind, Scenario
 from ._cassette import Cassette, CassetteWriter, Exchange, kept_headers
 from ._log import RequestRecord
@@ -38,7 +40,6 @@ FORWARDED_HEADERS = (
 )
 
 REPLAY_MODES = ("strict", "lenient")
-_SHOWN = 80  # characters of each value a difference shows
 
 
 class Upstream:
@@ -112,54 +113,6 @@ class Upstream:
         if self._client is not None:
             await self._client.aclose()
             self._client = None
-
-
-def _show(value: Any) -> str:
-    text = json.dumps(value, ensure_ascii=False) if not isinstance(value, str) else repr(value)
-    return text if len(text) <= _SHOWN else text[: _SHOWN - 3] + "..."
-
-
-def first_difference(recorded: Any, received: Any, path: str = "$") -> str | None:
-    """Where two JSON values first differ, as ``PATH: recorded X, received Y``, or ``None``.
-
-    Objects compare key by key in sorted order, arrays item by item; each value shown is
-    cut to 80 characters. Two strings that share a long opening are shown from a little
-    before the first character that differs (``PATH (from character N): ...``).
-    """
-    if isinstance(recorded, dict) and isinstance(received, dict):
-        for key in sorted(set(recorded) | set(received)):
-            where = f"{path}.{key}"
-            if key not in received:
-                return f"{where}: recorded {_show(recorded[key])}, received nothing"
-            if key not in recorded:
-                return f"{where}: recorded nothing, received {_show(received[key])}"
-            found = first_difference(recorded[key], received[key], where)
-            if found:
-                return found
-        return None
-    if isinstance(recorded, list) and isinstance(received, list):
-        for i, (a, b) in enumerate(zip(recorded, received, strict=False)):
-            found = first_difference(a, b, f"{path}[{i}]")
-            if found:
-                return found
-        if len(recorded) != len(received):
-            return f"{path}: recorded {len(recorded)} items, received {len(received)}"
-        return None
-    if recorded == received and type(recorded) is type(received):
-        return None
-    if isinstance(recorded, str) and isinstance(received, str):
-        # Long prompts differ deep inside: show where, not their identical openings.
-        at = next(
-            (i for i, (a, b) in enumerate(zip(recorded, received, strict=False)) if a != b),
-            min(len(recorded), len(received)),
-        )
-        if at > _SHOWN // 2:
-            start = at - _SHOWN // 4
-            return (
-                f"{path} (from character {at}): recorded {_show('...' + recorded[start:])}, "
-                f"received {_show('...' + received[start:])}"
-            )
-    return f"{path}: recorded {_show(recorded)}, received {_show(received)}"
 
 
 def _kind(request: dict[str, Any]) -> tuple[bool, Any]:
