@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -13,8 +14,6 @@ def test_the_readme_is_under_10_kb() -> None:
 
 
 def test_every_docs_page_the_readme_links_to_exists() -> None:
-    import re
-
     readme = (ROOT / "README.md").read_text()
     links = re.findall(r"\]\(((?:docs/|CONTRIBUTING)[^)#]*)", readme)
     assert links, "the README links to the docs"
