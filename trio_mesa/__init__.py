@@ -24,7 +24,7 @@ from ._policy import StepPolicy
 from ._rate_limit import RateLimit
 from ._report import StepReport
 from ._reporters import model_reporters
-from ._retry import Retry, is_transient, retry_after_of
+from ._retry import Retry, is_outage, is_transient, retry_after_of
 from ._run_report import ModelStep, RunReport
 from ._simulate import aio_simulate, simulate
 from ._usage import Usage, record_usage, track_usage
@@ -53,6 +53,7 @@ __all__ = [
     "aio_step_agents",
     "call_agents",
     "get_outcome_hooks",
+    "is_outage",
     "is_transient",
     "model_reporters",
     "record_usage",

@@ -3,10 +3,19 @@
 A launcher whose step has a `Retry`, a `RateLimit` or a `CircuitBreaker` runs each agent
 through `Meters.run` instead of calling it once. Before every attempt the agent passes
 the rate limit's gate (sleeping on its own loop until its slot) and asks the breaker;
-after a failure the breaker hears the verdict, a wait the failure asks for closes the
-rate limit's gate for everyone, and the retry decides whether and when to try again.
-Each launcher passes its own ``invoke`` (how one attempt runs) and ``sleep`` (its
-loop's), so one loop serves Trio tasks, worker threads, inline agents and asyncio tasks.
+after a failure the breaker hears the verdict (`is_outage`: a 429 is not one), a wait
+the failure asks for closes the rate limit's gate for everyone, and the retry decides
+whether and when to try again. Each launcher passes its own ``invoke`` (how one attempt
+runs), ``sleep`` and ``park`` (its loop's), so one loop serves Trio tasks, worker
+threads, inline agents and asyncio tasks.
+
+An agent refused by an open circuit waits for it to half-open (and, half-open, for the
+probe's verdict) when its time limit ends after the circuit half-opens, then passes the
+gate again: when a probe closes the circuit, the waiting herd starts at the rate limit's
+pace. It ends ``FAILED`` with the `CircuitOpen` (no call made, the failure that made it
+want a retry as its ``__cause__``) when the circuit half-opens only after its time
+limit, or when the probe it waited for failed and the circuit opened again: waiting for
+every probe would hold the step as long as the outage.
 
 Time limits win over retries: every attempt and every wait runs inside the agent's
 cancel scope (its start plus ``timeout``, capped by the step ``deadline``), so the
@@ -17,14 +26,18 @@ last exception, with a note saying why it gave up.
 
 from __future__ import annotations
 
+import contextlib
+import math
 import random
 from collections.abc import Awaitable, Callable
 from typing import Any
 
+import trio
+
 from ._breaker import CircuitBreaker, CircuitOpen
 from ._rate_limit import RateLimit, Reservation
 from ._recorder import OutcomeRecorder
-from ._retry import Retry, is_transient, retry_after_of
+from ._retry import Retry, is_outage, retry_after_of
 from ._text import add_note, describe_exception, safe_repr
 
 
@@ -71,9 +84,12 @@ class Meters:
         call: AgentCall,
         invoke: Callable[[], Awaitable[Any]],
         sleep: Callable[[float], Awaitable[Any]],
+        park: Park,
     ) -> None:
         """Make attempts until one succeeds or no retry is left; record the outcome.
 
+        ``sleep`` and ``park`` wait on the caller's loop: ``park(breaker, refusal,
+        seconds)`` until the breaker changes or ``seconds`` pass (`park_trio`).
         Cancellation (the agent's deadline, ``fail_fast``, the caller) propagates out of
         the attempt or the wait in progress; ``call.attempts`` then says how many calls
         were started, for the launcher to record.
@@ -83,6 +99,8 @@ class Meters:
         retry, limit, breaker = self.retry, self.rate_limit, self.breaker
         i, agent, start, deadline = call.i, call.agent, call.start, call.deadline
         reservation: Reservation | None = call.reservation
+        last: BaseException | None = None  # the latest failure, for a refusal's cause
+        waited_on = 0  # the opening of the circuit waited out since the last call
         while True:
             if limit is not None:
                 if reservation is None:
@@ -94,16 +112,25 @@ class Meters:
             if breaker is not None:
                 try:
                     probe = breaker.before_attempt(now())
-                except CircuitOpen as exc:  # no call made
-                    recorder.failed(i, agent, exc, start, attempts=call.attempts)
-                    return
+                except CircuitOpen as refusal:  # no call made
+                    t = now()
+                    why = _refused(refusal, waited_on, t, deadline)
+                    if why:
+                        _end_refused(refusal, why, last, call.attempts)
+                        recorder.failed(i, agent, refusal, start, attempts=call.attempts)
+                        return
+                    waited_on = refusal.opening
+                    wait = math.inf if refusal.half_open else refusal.reset_at - t
+                    await park(breaker, refusal, wait)
+                    continue  # back through the gate: a slot now, not the stale one
             call.attempts += 1
+            waited_on = 0
             try:
                 result = await invoke()
             except Exception as exc:
-                retryable = retry is not None and retry.should_retry(exc)
+                last = exc
                 if breaker is not None:
-                    if retryable or is_transient(exc):
+                    if is_outage(exc):
                         breaker.record_failure(now(), exc, probe=probe)
                     else:
                         breaker.release(probe=probe)
@@ -111,7 +138,7 @@ class Meters:
                 if limit is not None and asked is not None and asked > 0:
                     t = now()
                     limit.hold_off(t + asked, now=t, reason=_reason(agent, exc, asked))
-                if retry is not None and retryable:
+                if retry is not None and retry.should_retry(exc):
                     if call.attempts < retry.attempts:
                         delay = retry.delay(call.attempts, exc, call.rng(self.seed))
                         if now() + delay < deadline:
@@ -138,6 +165,55 @@ class Meters:
                 breaker.record_success(now(), probe=probe)
             recorder.ok(i, agent, result, now() - start, call.attempts)
             return
+
+
+#: ``park(breaker, refusal, seconds)``: wait on the caller's loop until ``breaker``
+#: changes (`CircuitBreaker.watch`) or ``seconds`` (maybe ``inf``) pass.
+type Park = Callable[[CircuitBreaker, CircuitOpen, float], Awaitable[None]]
+
+
+async def park_trio(breaker: CircuitBreaker, refusal: CircuitOpen, seconds: float) -> None:
+    """`Park` for a Trio task: the wake-up may come from any thread (a breaker shared
+    with a run in another thread), so it goes through the run's token."""
+    woken = trio.Event()
+    token = trio.lowlevel.current_trio_token()
+
+    def wake() -> None:
+        with contextlib.suppress(trio.RunFinishedError):
+            token.run_sync_soon(woken.set, idempotent=True)
+
+    breaker.watch(wake, refusal)
+    try:
+        with trio.move_on_after(seconds):
+            await woken.wait()
+    finally:
+        breaker.unwatch(wake)
+
+
+def _refused(refusal: CircuitOpen, waited_on: int, now: float, deadline: float) -> str:
+    """Why an agent refused by an open circuit ends now (``""``: it waits instead)."""
+    if waited_on and refusal.opening != waited_on:
+        # The agent waited for a half-open probe that failed: the provider is still
+        # down, and waiting for every probe would hold the step as long as the outage.
+        return (
+            "it waited for the circuit's half-open probe, which failed (the circuit opened again)"
+        )
+    if not refusal.half_open and refusal.reset_at >= deadline:
+        return (
+            f"the circuit half-opens in {refusal.reset_at - now:.3f} s, past the agent's "
+            f"time limit ({max(0.0, deadline - now):.3f} s left)"
+        )
+    return ""
+
+
+def _end_refused(refusal: CircuitOpen, why: str, last: BaseException | None, attempts: int) -> None:
+    # The agent's outcome is the refusal; the failure that made it want another
+    # attempt stays attached, and says whether the agent was refused a retry.
+    if last is not None:
+        refusal.__cause__ = last
+        last_failure = describe_exception(last, limit=200)
+        why += f"; refused a retry after {attempts} attempt(s), the last: {last_failure}"
+    add_note(refusal, f"trio-mesa: no call made: {why}")
 
 
 class AgentCall:
@@ -169,4 +245,4 @@ def _reason(agent: Any, exc: BaseException, asked: float) -> str:
     )
 
 
-__all__ = ["AgentCall", "Meters"]
+__all__ = ["AgentCall", "Meters", "Park", "park_trio"]
