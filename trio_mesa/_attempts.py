@@ -14,8 +14,8 @@ probe's verdict) when its time limit ends after the circuit half-opens, then pas
 gate again: when a probe closes the circuit, the waiting herd starts at the rate limit's
 pace. It ends ``FAILED`` with the `CircuitOpen` (no call made, the failure that made it
 want a retry as its ``__cause__``) when the circuit half-opens only after its time
-limit, or when the probe it waited for failed and the circuit opened again: waiting for
-every probe would hold the step as long as the outage.
+limit, or when it meets the circuit open again after waiting once this turn (the probe
+failed): waiting for every probe would hold the step as long as the outage.
 
 Time limits win over retries: every attempt and every wait runs inside the agent's
 cancel scope (its start plus ``timeout``, capped by the step ``deadline``), so the
@@ -99,36 +99,41 @@ class Meters:
         retry, limit, breaker = self.retry, self.rate_limit, self.breaker
         i, agent, start, deadline = call.i, call.agent, call.start, call.deadline
         reservation: Reservation | None = call.reservation
-        last: BaseException | None = None  # the latest failure, for a refusal's cause
-        waited_on = 0  # the opening of the circuit waited out since the last call
         while True:
-            if limit is not None:
-                if reservation is None:
-                    reservation = limit.reserve(now())
-                while reservation is not None:
-                    await sleep(max(0.0, reservation.start - now()))
-                    reservation = limit.confirm(reservation, now())
+            # The breaker first: an agent it refuses waits without taking a rate-limit
+            # slot (a waiting herd's slots would delay real calls), and a probe holds
+            # its probe slot through the gate.
             probe = False
             if breaker is not None:
                 try:
                     probe = breaker.before_attempt(now())
                 except CircuitOpen as refusal:  # no call made
-                    t = now()
-                    why = _refused(refusal, waited_on, t, deadline)
-                    if why:
-                        _end_refused(refusal, why, last, call.attempts)
-                        recorder.failed(i, agent, refusal, start, attempts=call.attempts)
+                    if not await self._wait_out(call, refusal, park):
                         return
-                    waited_on = refusal.opening
-                    wait = math.inf if refusal.half_open else refusal.reset_at - t
-                    await park(breaker, refusal, wait)
-                    continue  # back through the gate: a slot now, not the stale one
+                    reservation = None  # a slot after the wait, not a stale one
+                    continue
+            if limit is not None:
+                try:
+                    if reservation is None:
+                        reservation = limit.reserve(now())
+                    while reservation is not None:
+                        await sleep(max(0.0, reservation.start - now()))
+                        reservation = limit.confirm(reservation, now())
+                except BaseException:
+                    if breaker is not None and probe:
+                        breaker.release(probe=True)
+                    raise
+                if breaker is not None and not probe:
+                    closed_on = breaker.refusal(now())
+                    if closed_on is not None:  # it opened while this agent was at the gate
+                        if not await self._wait_out(call, closed_on, park):
+                            return
+                        continue
             call.attempts += 1
-            waited_on = 0
             try:
                 result = await invoke()
             except Exception as exc:
-                last = exc
+                call.last = exc
                 if breaker is not None:
                     if is_outage(exc):
                         breaker.record_failure(now(), exc, probe=probe)
@@ -166,6 +171,21 @@ class Meters:
             recorder.ok(i, agent, result, now() - start, call.attempts)
             return
 
+    async def _wait_out(self, call: AgentCall, refusal: CircuitOpen, park: Park) -> bool:
+        """Wait until the circuit that refused ``call`` may let it through, if its time
+        allows (``True``: try again); else record its outcome (``False``)."""
+        t = self.recorder.now()
+        why = _refused(refusal, call.waited_on, t, call.deadline)
+        if why:
+            _end_refused(refusal, why, call.last, call.attempts)
+            self.recorder.failed(call.i, call.agent, refusal, call.start, attempts=call.attempts)
+            return False
+        call.waited_on = refusal.opening
+        wait = math.inf if refusal.half_open else refusal.reset_at - t
+        assert self.breaker is not None  # only a breaker refuses
+        await park(self.breaker, refusal, wait)
+        return True
+
 
 #: ``park(breaker, refusal, seconds)``: wait on the caller's loop until ``breaker``
 #: changes (`CircuitBreaker.watch`) or ``seconds`` (maybe ``inf``) pass.
@@ -193,11 +213,10 @@ async def park_trio(breaker: CircuitBreaker, refusal: CircuitOpen, seconds: floa
 def _refused(refusal: CircuitOpen, waited_on: int, now: float, deadline: float) -> str:
     """Why an agent refused by an open circuit ends now (``""``: it waits instead)."""
     if waited_on and refusal.opening != waited_on:
-        # The agent waited for a half-open probe that failed: the provider is still
-        # down, and waiting for every probe would hold the step as long as the outage.
-        return (
-            "it waited for the circuit's half-open probe, which failed (the circuit opened again)"
-        )
+        # The agent waited for the circuit once this turn, and it opened again (its
+        # probe failed, or it closed and reopened): the provider is still down, and
+        # waiting for every probe would hold the step as long as the outage.
+        return "it waited for the circuit once already, and it opened again"
     if not refusal.half_open and refusal.reset_at >= deadline:
         return (
             f"the circuit half-opens in {refusal.reset_at - now:.3f} s, past the agent's "
@@ -219,7 +238,17 @@ def _end_refused(refusal: CircuitOpen, why: str, last: BaseException | None, att
 class AgentCall:
     """One agent's turn under `Meters`: where it is, and how many calls it has started."""
 
-    __slots__ = ("_rng", "agent", "attempts", "deadline", "i", "reservation", "start")
+    __slots__ = (
+        "_rng",
+        "agent",
+        "attempts",
+        "deadline",
+        "i",
+        "last",
+        "reservation",
+        "start",
+        "waited_on",
+    )
 
     def __init__(self, i: int, agent: Any, start: float, deadline: float) -> None:
         self.i = i
@@ -228,6 +257,8 @@ class AgentCall:
         self.deadline = deadline
         self.attempts = 0
         self.reservation: Reservation | None = None  # a first slot taken in start order
+        self.last: BaseException | None = None  # the latest failure: a refusal's cause
+        self.waited_on = 0  # the circuit's opening this turn waited out (one per turn)
         self._rng: random.Random | None = None
 
     def rng(self, seed: str) -> random.Random:

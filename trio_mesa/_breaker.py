@@ -198,6 +198,7 @@ class CircuitBreaker:
                     "pass min_calls, not failures (deprecated, read as min_calls), "
                     f"not both (failures={failures!r}, min_calls={min_calls!r})"
                 )
+            self._min_calls = check_count("failures", failures)
             warnings.warn(
                 "CircuitBreaker(failures=...) is deprecated: the breaker now opens on a "
                 "failure rate; pass min_calls= (and failure_rate=) instead. failures="
@@ -205,16 +206,11 @@ class CircuitBreaker:
                 DeprecationWarning,
                 stacklevel=2,
             )
-            min_calls = failures
-            calls_name = "failures"
         else:
-            calls_name = "min_calls"
-            if min_calls is _UNSET:
-                min_calls = 10
+            self._min_calls = check_count("min_calls", 20 if min_calls is _UNSET else min_calls)
         self._failure_rate = check_number(
             "failure_rate", failure_rate, minimum=0, maximum=1, above=True, what="a fraction"
         )
-        self._min_calls = check_count(calls_name, min_calls)
         self._window = check_seconds("window", window, positive=True)
         self._reset_after = check_seconds("reset_after", reset_after)
         self._probes = check_count("probes", probes)
@@ -238,7 +234,7 @@ class CircuitBreaker:
         self._events_recorded = 0
         # Wakers of agents waiting for the circuit, and a count of the changes that
         # may let one through (closing, reopening, a probe slot given back).
-        self._watchers: set[Callable[[], object]] = set()
+        self._watchers: dict[Callable[[], object], None] = {}  # woken in the order they came
         self._changes = 0
 
     def __repr__(self) -> str:
@@ -378,6 +374,23 @@ class CircuitBreaker:
             self._in_flight += 1
             return True
 
+    def refusal(self, now: float, *, clock: object = None) -> CircuitOpen | None:
+        """The `CircuitOpen` `before_attempt` would raise at ``now``, or ``None`` if it
+        would admit the attempt. Changes nothing (no probe slot is taken): the engine
+        asks before an agent takes a rate-limit slot, and asks `before_attempt` after."""
+        with self._lock:
+            self._rebase(clock, now, None)
+            if self._state == "closed":
+                return None
+            assert self._reset_at is not None
+            if self._state == "open":
+                if now < self._reset_at:
+                    return self._refusal(now, half_open=False)
+                taken = self._in_flight  # the next half-open spell starts with no verdicts
+            else:
+                taken = self._in_flight + self._probe_ok + self._probe_failed
+            return self._refusal(now, half_open=True) if taken >= self._probes else None
+
     def record_success(self, now: float, *, probe: bool = False, clock: object = None) -> None:
         """The attempt admitted at `before_attempt` succeeded.
 
@@ -457,7 +470,7 @@ class CircuitBreaker:
         must not call the breaker (e.g. ``trio_token.run_sync_soon(event.set)``).
         """
         with self._lock:
-            self._watchers.add(wake)
+            self._watchers[wake] = None
             missed = refusal is not None and refusal._changes != self._changes
         if missed:
             wake()
@@ -465,7 +478,7 @@ class CircuitBreaker:
     def unwatch(self, wake: Callable[[], object]) -> None:
         """Stop calling ``wake`` (no error if it was not watching)."""
         with self._lock:
-            self._watchers.discard(wake)
+            self._watchers.pop(wake, None)
 
     def _refusal(self, now: float, *, half_open: bool) -> CircuitOpen:
         assert self._opened_at is not None and self._reset_at is not None
