@@ -196,7 +196,8 @@ def test_agents_that_waited_for_a_failed_probe_end_with_circuit_open() -> None:
     assert type(waited.exception.__cause__).__name__ == "InternalServerError"
     note = waited.exception.__notes__[0]
     assert note.startswith(
-        "trio-mesa: no call made: it waited for the circuit once already, and it opened again"
+        "trio-mesa: no call made: this step waited for the circuit once already, and it "
+        "opened again"
     )
     assert "refused a retry after 1 attempt(s), the last: InternalServerError" in note
     # Refused a retry counts as retried: every agent that made a call (70, or 71 when
@@ -244,6 +245,14 @@ class AsyncioCaller(_Script, mesa.Agent):
     async def astep(self) -> str:
         self._begin()
         await asyncio.sleep(1)
+        return self._end(self.times[-1])
+
+
+class InlineCaller(_Script, mesa.Agent):
+    """A sync agent run inline (on the Trio thread): its call takes no time."""
+
+    def step(self) -> str:
+        self._begin()
         return self._end(self.times[-1])
 
 
@@ -346,6 +355,29 @@ async def test_waiting_agents_of_one_step_start_at_the_rate_limits_pace(
         (6.2, "half_open"),
         (7.2, "closed"),
     ]
+
+
+async def test_a_step_waits_for_one_probe_not_for_every_probe_of_an_outage(
+    mock_clock: trio.testing.MockClock,
+) -> None:
+    # Inline sync agents run one after another: if each waited for a probe of its own,
+    # a step of a down provider would take reset_after per agent.
+    InlineCaller.down_until = float("inf")
+    model = mesa.Model(rng=1)
+    group = [InlineCaller(model) for _ in range(5)]
+    breaker = CircuitBreaker(min_calls=2, reset_after=5)
+    report = await trio_mesa.step_agents(group, breaker=breaker, shuffle=False)
+    # Two failures open it at 0; the third agent waits and is the probe at 5; it fails
+    # and opens it again; the last two end at once, without a call.
+    assert [a.times for a in group] == [[0.0], [0.0], [5.0], [], []]
+    assert [(o.status, type(o.exception).__name__, o.duration) for o in report] == [
+        (Status.FAILED, "InternalServerError", 0.0),
+        (Status.FAILED, "InternalServerError", 0.0),
+        (Status.FAILED, "InternalServerError", 5.0),
+        (Status.FAILED, "CircuitOpen", 0.0),
+        (Status.FAILED, "CircuitOpen", 0.0),
+    ]
+    assert report.duration == 5.0
 
 
 # -- what the report says ---------------------------------------------------------------

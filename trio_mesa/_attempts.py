@@ -14,8 +14,8 @@ probe's verdict) when its time limit ends after the circuit half-opens, then pas
 gate again: when a probe closes the circuit, the waiting herd starts at the rate limit's
 pace. It ends ``FAILED`` with the `CircuitOpen` (no call made, the failure that made it
 want a retry as its ``__cause__``) when the circuit half-opens only after its time
-limit, or when it meets the circuit open again after waiting once this turn (the probe
-failed): waiting for every probe would hold the step as long as the outage.
+limit, or when the circuit opened again after the step's agents waited for it once
+(the probe failed): waiting for every probe would hold the step as long as the outage.
 
 Time limits win over retries: every attempt and every wait runs inside the agent's
 cancel scope (its start plus ``timeout``, capped by the step ``deadline``), so the
@@ -44,7 +44,7 @@ from ._text import add_note, describe_exception, safe_repr
 class Meters:
     """The step's per-call policies, shared by every agent of the step."""
 
-    __slots__ = ("breaker", "rate_limit", "recorder", "retry", "seed")
+    __slots__ = ("breaker", "rate_limit", "recorder", "retry", "seed", "waited_on")
 
     def __init__(
         self,
@@ -59,6 +59,9 @@ class Meters:
         self.breaker = breaker
         self.recorder = recorder
         self.seed = seed  # the jitter's: a seeded model draws the same waits every run
+        # The circuit's opening this step's agents waited for (0: none yet): a step
+        # waits for one probe, not for every probe of an outage.
+        self.waited_on = 0
 
     def start_turns(
         self, entries: list[Any], batch: list[int], start: float, deadline: float
@@ -175,12 +178,12 @@ class Meters:
         """Wait until the circuit that refused ``call`` may let it through, if its time
         allows (``True``: try again); else record its outcome (``False``)."""
         t = self.recorder.now()
-        why = _refused(refusal, call.waited_on, t, call.deadline)
+        why = _refused(refusal, self.waited_on, t, call.deadline)
         if why:
             _end_refused(refusal, why, call.last, call.attempts)
             self.recorder.failed(call.i, call.agent, refusal, call.start, attempts=call.attempts)
             return False
-        call.waited_on = refusal.opening
+        self.waited_on = refusal.opening
         wait = math.inf if refusal.half_open else refusal.reset_at - t
         assert self.breaker is not None  # only a breaker refuses
         await park(self.breaker, refusal, wait)
@@ -213,10 +216,11 @@ async def park_trio(breaker: CircuitBreaker, refusal: CircuitOpen, seconds: floa
 def _refused(refusal: CircuitOpen, waited_on: int, now: float, deadline: float) -> str:
     """Why an agent refused by an open circuit ends now (``""``: it waits instead)."""
     if waited_on and refusal.opening != waited_on:
-        # The agent waited for the circuit once this turn, and it opened again (its
-        # probe failed, or it closed and reopened): the provider is still down, and
-        # waiting for every probe would hold the step as long as the outage.
-        return "it waited for the circuit once already, and it opened again"
+        # The step's agents waited for the circuit once, and it opened again (the probe
+        # failed, or it closed and reopened): the provider is still down, and waiting
+        # for every probe would hold the step as long as the outage (inline sync
+        # agents, one after another, would each wait a whole reset_after).
+        return "this step waited for the circuit once already, and it opened again"
     if not refusal.half_open and refusal.reset_at >= deadline:
         return (
             f"the circuit half-opens in {refusal.reset_at - now:.3f} s, past the agent's "
@@ -247,7 +251,6 @@ class AgentCall:
         "last",
         "reservation",
         "start",
-        "waited_on",
     )
 
     def __init__(self, i: int, agent: Any, start: float, deadline: float) -> None:
@@ -258,7 +261,6 @@ class AgentCall:
         self.attempts = 0
         self.reservation: Reservation | None = None  # a first slot taken in start order
         self.last: BaseException | None = None  # the latest failure: a refusal's cause
-        self.waited_on = 0  # the circuit's opening this turn waited out (one per turn)
         self._rng: random.Random | None = None
 
     def rng(self, seed: str) -> random.Random:
