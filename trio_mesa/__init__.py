@@ -26,7 +26,7 @@ from ._rate_limit import RateLimit
 from ._recording import Recording, use_cassette
 from ._report import StepReport
 from ._reporters import model_reporters
-from ._retry import Retry, is_transient, retry_after_of
+from ._retry import Retry, is_outage, is_transient, retry_after_of
 from ._run_report import ModelStep, RunReport
 from ._seam import async_http_client, http_client
 from ._simulate import aio_simulate, simulate
@@ -62,6 +62,7 @@ __all__ = [
     "call_agents",
     "get_outcome_hooks",
     "http_client",
+    "is_outage",
     "is_transient",
     "model_reporters",
     "record_usage",

@@ -110,7 +110,7 @@ class Step:
         if self.meters is not None:
             self._rebase(start)
             if breaker is not None:
-                events_before = len(breaker.events)
+                events_before = breaker.events_recorded
         self._make_launchers()
         if (
             type(self.slots) is Slots
@@ -141,7 +141,7 @@ class Step:
             if breaker is not None:
                 circuit_events = tuple(
                     event._replace(time=event.time - start)
-                    for event in breaker.events[events_before:]
+                    for event in breaker.events_since(events_before)
                 )
         report = self.recorder.report([e[0] for e in self.entries], now() - start, circuit_events)
         if self.policy.strict:
