@@ -13,7 +13,11 @@ agent to get there is named in one WARNING on the ``trio_mesa`` logger (its
 The watch sleeps on the step's clock (so a ``MockClock`` runs it in virtual time) until
 the oldest agent still running could cross the bound, and only then looks at the step:
 the start time of each batch and the recorder's outcomes, both kept anyway. A quick step
-costs one task, cancelled when the agents are done; nothing is done per agent.
+costs one task, cancelled when the agents are done; nothing is done per agent. An inline
+sync agent (``sync_mode="inline"``) runs on the step's own thread and blocks the watch
+with everything else, so it cannot be named while it runs. Under a ``MockClock`` with
+autojump, a step waiting only on worker threads lets virtual time jump to the watch's
+next check, as it jumps to any deadline.
 """
 
 from __future__ import annotations
