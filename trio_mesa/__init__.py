@@ -22,11 +22,14 @@ from ._litellm_usage import track_litellm_usage
 from ._outcome import AgentOutcome, Status
 from ._policy import StepPolicy
 from ._rate_limit import RateLimit
+from ._ray_executor import RayExecutor
 from ._report import StepReport
 from ._reporters import model_reporters
 from ._retry import Retry, is_transient, retry_after_of
 from ._run_report import ModelStep, RunReport
 from ._simulate import aio_simulate, simulate
+from ._sweep import sweep
+from ._sweep_report import SweepReport, SweepRun
 from ._usage import Usage, record_usage, track_usage
 
 __all__ = [
@@ -41,12 +44,15 @@ __all__ = [
     "ModelStep",
     "OutcomeHook",
     "RateLimit",
+    "RayExecutor",
     "Retry",
     "RunReport",
     "Status",
     "StepFailed",
     "StepPolicy",
     "StepReport",
+    "SweepReport",
+    "SweepRun",
     "Usage",
     "aio_call_agents",
     "aio_simulate",
@@ -61,6 +67,7 @@ __all__ = [
     "set_outcome_hooks",
     "simulate",
     "step_agents",
+    "sweep",
     "track_litellm_usage",
     "track_usage",
     "trio_native",
