@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import sweep_models
 import trio
 from rich.console import Console
 from trio.testing import MockClock
@@ -22,10 +23,7 @@ from trio.testing import MockClock
 import trio_mesa
 from fault_injection import SCENARIOS, FakeLLMModel, expected_run
 from trio_mesa import RateLimit, Status, SweepReport
-from trio_mesa._sweep import MAX_SWEEP_RUNS
 from trio_mesa._sweep_progress import SweepFigures, SweepView
-
-import sweep_models
 
 VIRTUAL = functools.partial(MockClock, autojump_threshold=0)
 FLAKY = SCENARIOS["flaky"]
@@ -332,7 +330,7 @@ def test_bad_input_is_refused_before_any_work_goes_out(args, kwargs, error, matc
 
 
 def test_an_executor_must_be_an_executor() -> None:
-    with pytest.raises(TypeError, match="concurrent.futures.Executor"):
+    with pytest.raises(TypeError, match=r"concurrent\.futures\.Executor"):
         trio_mesa.sweep(sweep_models.fragile, {}, 1, executor=object())  # type: ignore[arg-type]
 
 

@@ -661,7 +661,7 @@ def sweep(
     show = _show_progress(progress)
 
     settings = pack(RunSettings(factory, steps, resolved, budget, clock), workers)
-    runs = []
+    runs: list[_Pending] = []
     for iteration, seed in enumerate(seed_list):
         for combo in combos:
             kwargs = {**combo, seed_name: seed}
