@@ -8,6 +8,7 @@ import concurrent.futures as cf
 import functools
 import itertools
 import logging
+import os
 import pickle
 import signal
 import threading
@@ -157,6 +158,7 @@ def test_each_run_gets_its_share_of_the_rate_limit(burst, run_burst) -> None:
         # every run's six agents started 1/12.5 s apart (after the share's burst),
         # not 1/50 s: the runs together start at most 50 a second
         assert run.model_data["starts"] == _starts(1 / 12.5, run_burst, 6)
+    assert pickle.loads(pickle.dumps(report)).to_records() == report.to_records()
 
 
 def test_the_split_counts_only_the_runs_there_are() -> None:
@@ -266,6 +268,34 @@ def test_a_callers_executor_that_breaks_fails_the_rest_with_the_reason() -> None
         "terminated abruptly while the future was running or pending."
     )
     assert [r.error for r in report.runs[1:]] == [reason, reason]
+
+
+def test_ctrl_c_stops_the_sweep_and_leaves_no_worker_running(tmp_path: Path) -> None:
+    mark = tmp_path / "innocent"
+
+    def interrupt_when_the_run_has_started() -> None:
+        sweep_models._wait_for(mark)
+        # as Ctrl-C would: SIGINT to the driver's main thread (raise_signal would send
+        # it to this thread, where it waits for the main thread to wake up by itself)
+        signal.pthread_kill(threading.main_thread().ident, signal.SIGINT)
+
+    interrupter = threading.Thread(target=interrupt_when_the_run_has_started)
+    interrupter.start()
+    try:
+        with pytest.raises(KeyboardInterrupt):
+            trio_mesa.sweep(
+                sweep_models.fragile,
+                {"mode": "innocent", "shared": str(tmp_path)},  # blocks until terminated
+                1,
+                seeds=[1, 2, 3],
+                max_workers=1,
+                progress=False,
+            )
+    finally:
+        interrupter.join()
+    worker = int(mark.read_text())
+    with pytest.raises(ProcessLookupError):  # terminated and reaped: not even a zombie
+        os.kill(worker, 0)
 
 
 # -- bad input -----------------------------------------------------------------------------

@@ -29,6 +29,7 @@ import signal
 import sys
 import tempfile
 import time
+import uuid
 from collections import deque
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
@@ -43,9 +44,9 @@ from ._log import logger
 from ._policy import StepPolicy, resolve_policy
 from ._simulate import MAX_RUN_STEPS
 from ._sweep_progress import SweepFigures, live_sweep_progress
-from ._sweep_report import RECORD_COLUMNS, SweepReport, SweepRun
+from ._sweep_report import RECORD_COLUMNS, RateLimitShare, SweepReport, SweepRun
 from ._sweep_worker import RunOutcome, RunSettings, pack, run_task, split_rate_limit
-from ._text import describe_exception
+from ._text import describe_exception, safe_repr
 
 #: The most runs one sweep makes (parameter combinations x seeds). Every run's
 #: `RunReport` is held in the driver's memory until the sweep returns (a 50-agent,
@@ -379,6 +380,7 @@ class _Driver:
         self.done: dict[int, SweepRun] = {}
         self.broken: str | None = None  # a caller's executor that broke: why
         self.idle_breaks = 0  # default pool breaks in a row with no run started
+        self.sweep_id = uuid.uuid4().hex
 
     # -- results -----------------------------------------------------------------------
 
@@ -401,7 +403,10 @@ class _Driver:
         self.done[run.run_id] = row
         if row.error is not None:
             logger.warning(
-                "trio_mesa.sweep: run %d %s failed: %s", run.run_id, run.kwargs, row.error
+                "trio_mesa.sweep: run %d %s failed: %s",
+                run.run_id,
+                safe_repr(run.kwargs, limit=200),
+                row.error,
             )
         usage = outcome.report.usage if outcome.report is not None else None
         self.figures.finished(usage, row.error is not None)
@@ -481,7 +486,7 @@ class _Driver:
         marker = own.marker if own is not None else None
         try:
             future = executor.submit(
-                run_task, run.run_id, run.attempt, self.settings, run.blob, marker
+                run_task, self.sweep_id, run.run_id, run.attempt, self.settings, run.blob, marker
             )
         except cf.BrokenExecutor as exc:
             if own is not None:  # broke between two checks: rebuild, try again later
@@ -666,7 +671,10 @@ def sweep(
         for combo in combos:
             kwargs = {**combo, seed_name: seed}
             runs.append(_Pending(len(runs), iteration, kwargs, pack(kwargs, workers)))
-    share = split_rate_limit(resolved.rate_limit, workers) if resolved.rate_limit else None
+    share = None
+    if resolved.rate_limit is not None:
+        limit = split_rate_limit(resolved.rate_limit, workers)
+        share = RateLimitShare(limit.rate, limit.per, limit.burst)
 
     figures = SweepFigures(total, workers, time.perf_counter)
     driver = _Driver(runs, settings, steps, executor, workers, figures)

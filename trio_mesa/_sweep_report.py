@@ -11,10 +11,9 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, NamedTuple
 
 from ._outcome import Status
-from ._rate_limit import RateLimit
 from ._run_report import RunReport
 from ._text import clean
 from ._usage import Usage, sum_usage
@@ -35,6 +34,14 @@ RECORD_COLUMNS = (
 )
 _LEADING = RECORD_COLUMNS[:3]
 _TRAILING = RECORD_COLUMNS[3:]
+
+
+class RateLimitShare(NamedTuple):
+    """The `RateLimit` each run of a sweep got: ``RateLimit(rate, per, burst)`` of its own."""
+
+    rate: float
+    per: float
+    burst: int
 
 
 @dataclass(frozen=True, slots=True, repr=False)
@@ -124,14 +131,15 @@ class SweepReport:
         runs: every run, finished or not.
         workers: how many runs were in flight at most at once (each `RateLimit` was
             split among that many).
-        run_rate_limit: the share of the policy's `RateLimit` each run got (a fresh one
-            of this rate, period and burst in each run), ``None`` without one.
+        run_rate_limit: the share of the policy's `RateLimit` each run got, as
+            ``(rate, per, burst)`` (a ``RateLimit`` of these in each run), ``None``
+            without one.
         duration: wall-clock seconds the whole sweep took.
     """
 
     runs: tuple[SweepRun, ...]
     workers: int
-    run_rate_limit: RateLimit | None = None
+    run_rate_limit: RateLimitShare | None = None
     duration: float = 0.0
 
     def __len__(self) -> int:
@@ -239,4 +247,4 @@ class SweepReport:
         return "\n".join(lines)
 
 
-__all__ = ["RECORD_COLUMNS", "SweepReport", "SweepRun"]
+__all__ = ["RECORD_COLUMNS", "RateLimitShare", "SweepReport", "SweepRun"]

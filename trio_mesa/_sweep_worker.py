@@ -114,9 +114,14 @@ def _mark_started(marker: str | None, run_id: int, attempt: int) -> None:
         Path(marker, f"{run_id}.{attempt}").write_text(str(os.getpid()))
 
 
-def run_task(run_id: int, attempt: int, settings_blob: bytes, kwargs_blob: bytes,
-             marker: str | None = None) -> bytes:  # fmt: skip
+def run_task(sweep_id: str, run_id: int, attempt: int, settings_blob: bytes,
+             kwargs_blob: bytes, marker: str | None = None) -> bytes:  # fmt: skip
     """Run one sweep run in this worker: build the model, `simulate` it, send back bytes.
+
+    ``sweep_id`` is unique per sweep and unused here: it keeps an executor that caches
+    results by their arguments (Dask's ``Client.get_executor()`` submits with
+    ``pure=True``) from answering a second, identical sweep with the first one's
+    results instead of running it.
 
     Never raises for what the run does: an exception (or KeyboardInterrupt, SystemExit)
     from the factory, a step or the clock becomes a `RunOutcome` with ``error`` and the
