@@ -89,3 +89,31 @@ class FailingStep(StartTimes):
 def no_seed(n: int) -> StartTimes:
     """A factory that takes no seed (refused by sweep)."""
     return StartTimes(n)
+
+
+class NeedsKeyword(Exception):
+    """Pickles, but cannot be rebuilt from its args (a required keyword argument)."""
+
+    def __init__(self, message: str, *, code: int) -> None:
+        super().__init__(message)
+        self.code = code
+
+
+class AwkwardAgent(mesa.Agent):
+    """Fails with `NeedsKeyword` (odd ids) or returns a generator (even ids)."""
+
+    @trio_native
+    async def astep(self) -> object:
+        if self.unique_id % 2:
+            raise NeedsKeyword(f"agent {self.unique_id} says no", code=7)
+        return (i for i in range(3))
+
+
+class Awkward(mesa.Model):
+    def __init__(self, n: int = 4, rng: int | None = None) -> None:
+        super().__init__(rng=rng)
+        for _ in range(n):
+            AwkwardAgent(self)
+
+    def step(self) -> None:
+        self.agents.shuffle_do("step")

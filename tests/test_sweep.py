@@ -24,6 +24,7 @@ from trio.testing import MockClock
 import trio_mesa
 from fault_injection import SCENARIOS, FakeLLMModel, expected_run
 from trio_mesa import RateLimit, Status, SweepReport
+from trio_mesa._portable import RemoteException
 from trio_mesa._sweep_progress import SweepFigures, SweepView
 
 VIRTUAL = functools.partial(MockClock, autojump_threshold=0)
@@ -122,6 +123,35 @@ def test_to_dataframe(default_sweep) -> None:
     assert isinstance(frame, pandas.DataFrame)
     assert list(frame["RunId"]) == [0, 1, 2, 3]
     assert list(frame["agents"]) == [5, 8, 5, 8]
+
+
+def test_what_cannot_travel_comes_back_as_stand_ins_named_like_it() -> None:
+    # an exception class that cannot be rebuilt from its pickle would fail the whole
+    # run's result in the driver; a generator does not pickle at all
+    with pytest.raises(TypeError):
+        pickle.loads(pickle.dumps(sweep_models.NeedsKeyword("x", code=1)))
+    with cf.ThreadPoolExecutor(1) as pool:
+        report = trio_mesa.sweep(
+            sweep_models.Awkward, {"n": 4}, 1, seeds=[5], executor=pool, progress=False
+        )
+    (run,) = report
+    assert run.ok and run.report is not None
+    outcomes = {o.unique_id: o for o in run.report.outcomes()}
+    for uid, o in outcomes.items():
+        assert type(o.agent).__name__ == "AwkwardAgent" and o.agent.unique_id == uid
+        if uid % 2:
+            assert o.status is Status.FAILED
+            assert isinstance(o.exception, RemoteException)
+            assert type(o.exception).__name__ == "NeedsKeyword"
+            assert str(o.exception) == f"agent {uid} says no"
+        else:
+            assert o.status is Status.OK
+            assert o.result.startswith("<generator object AwkwardAgent.astep")
+    records = run.report.to_records()
+    assert {r["agent_class"] for r in records} == {"AwkwardAgent"}
+    assert {r["exception_type"] for r in records} == {"NeedsKeyword", None}
+    again = pickle.loads(pickle.dumps(report))
+    assert again.runs[0].report.to_records() == records
 
 
 # -- the rate limit split ------------------------------------------------------------------

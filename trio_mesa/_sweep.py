@@ -45,7 +45,7 @@ from ._policy import StepPolicy, resolve_policy
 from ._simulate import MAX_RUN_STEPS
 from ._sweep_progress import SweepFigures, live_sweep_progress
 from ._sweep_report import RECORD_COLUMNS, RateLimitShare, SweepReport, SweepRun
-from ._sweep_worker import RunOutcome, RunSettings, pack, run_task, split_rate_limit
+from ._sweep_worker import RunOutcome, RunSettings, pack, ready, run_task, split_rate_limit
 from ._text import describe_exception, safe_repr
 
 #: The most runs one sweep makes (parameter combinations x seeds). Every run's
@@ -289,20 +289,42 @@ class DefaultPool:
     workers also start clean: no trio-asyncio patch of asyncio, no Mesa class patched,
     nothing the driver imported. The price is each worker importing Mesa and trio-mesa
     once (it is reused for later runs).
+
+    Every new pool is warmed up: one trivial task per worker, waited for, before any
+    run goes out. CPython 3.12's pool spawns a worker inside ``submit`` *after* waking
+    its manager thread, which may already be waiting on the worker sentinels it knew:
+    the death of a worker spawned then goes unnoticed until some other task ends (seen
+    here: a SIGKILLed run's sibling ran on for two minutes). The warm-up's last result
+    wakes the manager once every worker exists, and with every worker then idle,
+    ``submit`` never spawns another.
     """
 
     def __init__(self, workers: int) -> None:
         self.workers = workers
         self._markers = tempfile.TemporaryDirectory(prefix="trio-mesa-sweep-")
         self.marker = self._markers.name
+        #: Why no pool could be started (workers dying before their first task), if so.
+        self.unusable: str | None = None
         self.pool = self._new_pool()
 
     def _new_pool(self) -> cf.ProcessPoolExecutor:
-        return cf.ProcessPoolExecutor(
-            self.workers,
-            mp_context=multiprocessing.get_context("spawn"),
-            initializer=_ignore_sigint,
+        for _ in range(MAX_ATTEMPTS):
+            pool = cf.ProcessPoolExecutor(
+                self.workers,
+                mp_context=multiprocessing.get_context("spawn"),
+                initializer=_ignore_sigint,
+            )
+            warm_up = [pool.submit(ready) for _ in range(self.workers)]
+            cf.wait(warm_up)
+            failed = [f.exception() for f in warm_up if f.exception() is not None]
+            if not failed:
+                return pool
+            pool.shutdown(wait=True)
+        self.unusable = (
+            "the default process pool's workers died before their first task "
+            f"({MAX_ATTEMPTS} pools in a row): {describe_exception(failed[0])}"
         )
+        return pool
 
     def deaths(self) -> dict[int, int | None]:
         """After the pool broke: each worker's exit code by pid; the pool is then rebuilt.
@@ -381,6 +403,8 @@ class _Driver:
         self.broken: str | None = None  # a caller's executor that broke: why
         self.idle_breaks = 0  # default pool breaks in a row with no run started
         self.sweep_id = uuid.uuid4().hex
+        if self.own is not None and self.own.unusable is not None:
+            self.broken = self.own.unusable
 
     # -- results -----------------------------------------------------------------------
 
@@ -450,7 +474,9 @@ class _Driver:
         codes = own.deaths()
         started = [r for r in lost if own.started_by(r.run_id, r.attempt) is not None]
         self.idle_breaks = 0 if started else self.idle_breaks + 1
-        if self.idle_breaks >= MAX_ATTEMPTS:
+        if own.unusable is not None:
+            self.broken = own.unusable
+        elif self.idle_breaks >= MAX_ATTEMPTS:
             # Workers that die before running anything (trio_mesa not importable there,
             # say) would break every new pool: end the sweep's remaining runs instead.
             exits = sorted(set(codes.values()), key=str)

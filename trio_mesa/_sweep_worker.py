@@ -31,7 +31,15 @@ from ._text import CELL_LIMIT, describe_exception, safe_repr
 
 _LOCK_TYPES = (type(threading.Lock()), type(threading.RLock()))
 
-__all__ = ["RunOutcome", "RunSettings", "TaskPickler", "pack", "run_task", "split_rate_limit"]
+__all__ = [
+    "RunOutcome",
+    "RunSettings",
+    "TaskPickler",
+    "pack",
+    "ready",
+    "run_task",
+    "split_rate_limit",
+]
 
 
 def split_rate_limit(limit: RateLimit, workers: int) -> RateLimit:
@@ -105,6 +113,14 @@ def _model_data(model: Any) -> dict[str, Any]:
             value = values[-1]
             data[str(name)] = value if round_trips(value) else safe_repr(value, limit=CELL_LIMIT)
     return data
+
+
+def ready() -> int:
+    """A new worker's first task (the default pool's warm-up): import what runs need,
+    and say which process this is."""
+    from . import _simulate  # noqa: F401  (each run needs it: pay for it up front)
+
+    return os.getpid()
 
 
 def _mark_started(marker: str | None, run_id: int, attempt: int) -> None:
