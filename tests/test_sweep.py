@@ -61,7 +61,7 @@ def check_against_the_oracle(report: SweepReport) -> None:
         expected = expected_run(FLAKY, seed, agents=agents, steps=STEPS)
         assert run.report is not None and len(run.report.steps) == STEPS
         for step, want in zip(run.report.steps, expected.steps, strict=True):
-            outcomes = {o.unique_id: o for o in step.outcomes()}
+            outcomes = {o.unique_id: o for o in step.outcomes}
             assert {u: o.status for u, o in outcomes.items()} == want.statuses
             assert {
                 u: type(o.exception).__name__ for u, o in outcomes.items() if not o.is_ok
@@ -108,7 +108,7 @@ def test_every_run_matches_the_oracle_on_the_default_process_pool(default_sweep)
     # what came back pickles again (the stand-ins too) and reads as in the worker
     again = pickle.loads(pickle.dumps(report))
     assert again.to_records() == records
-    outcome = next(report.runs[0].report.outcomes())
+    outcome = report.runs[0].report.outcomes[0]
     assert type(outcome.agent).__name__ == "AsyncioLLMAgent"
     assert outcome.agent.unique_id == outcome.unique_id
 
@@ -136,7 +136,7 @@ def test_what_cannot_travel_comes_back_as_stand_ins_named_like_it() -> None:
         )
     (run,) = report
     assert run.ok and run.report is not None
-    outcomes = {o.unique_id: o for o in run.report.outcomes()}
+    outcomes = {o.unique_id: o for o in run.report.outcomes}
     for uid, o in outcomes.items():
         assert type(o.agent).__name__ == "AwkwardAgent" and o.agent.unique_id == uid
         if uid % 2:

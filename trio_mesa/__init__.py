@@ -15,6 +15,7 @@ from importlib.metadata import PackageNotFoundError, version
 from ._api import aio_call_agents, aio_step_agents, call_agents, run_step, step_agents
 from ._breaker import CircuitBreaker, CircuitOpen
 from ._budget import Budget
+from ._cassette import Cassette, CassetteError, Exchange
 from ._errors import AgentCancelled, AgentTimeout, StepFailed
 from ._flavor import Flavor, trio_native
 from ._hooks import LoggingHook, OutcomeHook, get_outcome_hooks, set_outcome_hooks
@@ -23,10 +24,12 @@ from ._outcome import AgentOutcome, Status
 from ._policy import StepPolicy
 from ._rate_limit import RateLimit
 from ._ray_executor import RayExecutor
+from ._recording import Recording, use_cassette
 from ._report import StepReport
 from ._reporters import model_reporters
 from ._retry import Retry, is_transient, retry_after_of
 from ._run_report import ModelStep, RunReport
+from ._seam import async_http_client, http_client
 from ._simulate import aio_simulate, simulate
 from ._sweep import sweep
 from ._sweep_report import SweepReport, SweepRun
@@ -37,14 +40,18 @@ __all__ = [
     "AgentOutcome",
     "AgentTimeout",
     "Budget",
+    "Cassette",
+    "CassetteError",
     "CircuitBreaker",
     "CircuitOpen",
+    "Exchange",
     "Flavor",
     "LoggingHook",
     "ModelStep",
     "OutcomeHook",
     "RateLimit",
     "RayExecutor",
+    "Recording",
     "Retry",
     "RunReport",
     "Status",
@@ -57,8 +64,10 @@ __all__ = [
     "aio_call_agents",
     "aio_simulate",
     "aio_step_agents",
+    "async_http_client",
     "call_agents",
     "get_outcome_hooks",
+    "http_client",
     "is_transient",
     "model_reporters",
     "record_usage",
@@ -71,6 +80,7 @@ __all__ = [
     "track_litellm_usage",
     "track_usage",
     "trio_native",
+    "use_cassette",
 ]
 
 # Public names live in private modules; they say where users find them (reprs, help(),

@@ -100,7 +100,7 @@ class TaskLauncher:
                 recorder.timed_out(i, agent, start, deadline, started=False)
             else:
                 if recorder.ledgers is not None:  # usage tracked: see _usage
-                    open_ledger(recorder.ledgers, i)  # this task's own context
+                    open_ledger(recorder.ledgers, i, agent)  # this task's own context
                 if turn is not None:
                     await self.meters.run(turn, self.invoke(agent, call, deadline), trio.sleep)  # type: ignore[union-attr]
                 else:
@@ -157,7 +157,7 @@ class TrioLauncher(TaskLauncher):
                 recorder.timed_out(i, agent, start, deadline, started=False)
             else:
                 if recorder.ledgers is not None:  # usage tracked: see _usage
-                    open_ledger(recorder.ledgers, i)  # this task's own context
+                    open_ledger(recorder.ledgers, i, agent)  # this task's own context
                 result = await call()
                 recorder.ok(i, agent, result, self.now() - start)
         except Exception as exc:
@@ -217,7 +217,7 @@ class InlineLauncher:
         async def inline() -> Any:
             return call()
 
-        token = _track(recorder, i)  # the spawner's context: reset below
+        token = _track(recorder, i, agent)  # the spawner's context: reset below
         try:
             with trio.CancelScope(deadline=step_deadline) as scope:
                 await step.meters.run(turn, inline, trio.sleep)  # type: ignore[union-attr]
@@ -249,7 +249,7 @@ class InlineLauncher:
             elif step.meters is not None:
                 await self._run_metered(i, step_deadline)
             else:
-                token = _track(recorder, i)  # the spawner's context: reset below
+                token = _track(recorder, i, agent)  # the spawner's context: reset below
                 try:
                     result = call()
                 except Exception as exc:
@@ -264,9 +264,9 @@ class InlineLauncher:
                 step.slots.give_back(i)
 
 
-def _track(recorder: OutcomeRecorder, i: int) -> Any:
+def _track(recorder: OutcomeRecorder, i: int, agent: Any) -> Any:
     """Agent ``i``'s ledger set in this context, if usage is tracked: the reset token."""
-    return None if recorder.ledgers is None else open_ledger(recorder.ledgers, i)
+    return None if recorder.ledgers is None else open_ledger(recorder.ledgers, i, agent)
 
 
 __all__ = ["InlineLauncher", "StepView", "TaskLauncher", "ThreadLauncher", "TrioLauncher"]

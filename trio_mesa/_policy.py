@@ -64,6 +64,17 @@ class StepPolicy:
             failure is transient (by default: rate limits, timeouts, connection errors,
             5xx), waiting the backoff or the ``Retry-After`` it asks for. Only that
             agent is called again; one that succeeded never is. ``None``: one attempt.
+            It runs the agent's step again, side effects included (tool calls, memory
+            writes): for failures of one LLM request prefer ``request_retry``.
+        request_retry: a `Retry` applied to each LLM request at the seam
+            (`trio_mesa._seam`): a request that fails transiently (a 408, 409, 429 or
+            5xx answer, a dropped connection, a timeout) is sent again there, after the
+            backoff or its ``Retry-After``, before the agent's code sees the failure,
+            so nothing the agent did before that request happens twice. Waits are
+            cancelled by the agent's ``timeout`` and the step ``deadline`` (the agent
+            then ends ``TIMED_OUT``). While it is set, mesa-llm's own endless retry is
+            bounded to one try (`trio_mesa.compat.bound_mesa_llm_retries`). Counted in
+            ``Usage.request_retries``. ``None`` (default): requests are not retried.
         rate_limit: a `RateLimit` every attempt passes first (shared across steps and
             models, like ``limiter``); a failure asking to wait (``Retry-After``)
             closes it for everyone until then.
@@ -93,6 +104,7 @@ class StepPolicy:
     abandon_threads: bool = False
     shuffle: bool | None = None
     retry: Retry | None = None
+    request_retry: Retry | None = None
     rate_limit: RateLimit | None = None
     breaker: CircuitBreaker | None = None
     hooks: tuple[Any, ...] = ()
@@ -104,6 +116,7 @@ class StepPolicy:
             raise TypeError(f"shuffle must be True, False or None, not {shown(self.shuffle)}")
         for name, kind in (
             ("retry", Retry),
+            ("request_retry", Retry),
             ("rate_limit", RateLimit),
             ("breaker", CircuitBreaker),
         ):

@@ -46,6 +46,7 @@ class OutcomeRecorder:
         "now",
         "on_ok",
         "outcomes",
+        "seam",
         "step_deadline",
         "stop_reason",
         "stopped_by",
@@ -77,6 +78,7 @@ class OutcomeRecorder:
         # None when usage is not tracked (`track_usage`): then no agent gets a ledger.
         self.ledgers: list[list[Any] | None] | None = [None] * size if switch.on else None
         self.unsettled: list[int] = []  # agents that ended with litellm calls unlogged
+        self.seam: Any = None  # the step's request seam (`trio_mesa._seam`), once running
 
     @property
     def stopping(self) -> bool:
@@ -293,6 +295,7 @@ class OutcomeRecorder:
             self.model_step,
             duration,
             circuit_events,
+            0 if self.seam is None else self.seam.unattributed,
         )
         for hook in self.hooks.on_report:
             call_safely(hook, report)

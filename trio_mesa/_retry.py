@@ -21,7 +21,14 @@ from ._breaker import CircuitOpen
 from ._checks import check_bool, check_count, check_seconds
 from ._errors import AgentCancelled, AgentTimeout
 
-__all__ = ["Retry", "RetryOn", "is_transient", "retry_after_of"]
+__all__ = [
+    "Retry",
+    "RetryOn",
+    "is_transient",
+    "is_transient_status",
+    "retry_after_from_headers",
+    "retry_after_of",
+]
 
 type RetryOn = (
     type[BaseException] | tuple[type[BaseException], ...] | Callable[[BaseException], bool]
@@ -91,6 +98,12 @@ def _attr(obj: object, name: str) -> object:
         return None
 
 
+def is_transient_status(status: int) -> bool:
+    """Whether an HTTP response with this status may succeed when sent again: 408, 409,
+    429 and every 5xx (the statuses `is_transient` reads off an exception)."""
+    return status in _TRANSIENT_STATUS or 500 <= status <= 599
+
+
 def is_transient(exc: BaseException) -> bool:
     """Whether ``exc`` is a failure that a later attempt of the same call may not repeat.
 
@@ -124,7 +137,7 @@ def is_transient(exc: BaseException) -> bool:
     if isinstance(exc, _OWN_OR_VALUE) or _named(exc, _NEVER_NAMES):
         return False
     code = _status_code(exc)
-    if code is not None and (code in _TRANSIENT_STATUS or 500 <= code <= 599):
+    if code is not None and is_transient_status(code):
         return True
     if _named(exc, _TRANSIENT_NAMES):
         return True
@@ -167,18 +180,28 @@ def retry_after_of(exc: BaseException) -> float | None:
     if value is not None:
         return value
     for headers in (_attr(_attr(exc, "response"), "headers"), _attr(exc, "headers")):
-        if not isinstance(headers, Mapping):  # httpx.Headers is a Mapping
-            continue
-        ms = _seconds(_header(headers, "retry-after-ms"))
-        if ms is not None:
-            return ms / 1000.0
-        raw = _header(headers, "retry-after")
-        value = _seconds(raw)
-        if value is None and isinstance(raw, str):
-            value = _http_date_seconds(raw)
+        value = retry_after_from_headers(headers)
         if value is not None:
             return value
     return None
+
+
+def retry_after_from_headers(headers: object) -> float | None:
+    """The seconds a response's headers ask to wait, or ``None``: ``retry-after-ms``
+    (milliseconds) first, then ``Retry-After`` (seconds or an HTTP-date, against
+    ``time.time()``); names matched case-insensitively, past or negative waits give
+    ``0.0``, anything unreadable (or ``headers`` that are not a mapping) ``None``.
+    The one place trio-mesa parses these headers (`retry_after_of` reads them here)."""
+    if not isinstance(headers, Mapping):  # httpx.Headers is a Mapping
+        return None
+    ms = _seconds(_header(headers, "retry-after-ms"))
+    if ms is not None:
+        return ms / 1000.0
+    raw = _header(headers, "retry-after")
+    value = _seconds(raw)
+    if value is None and isinstance(raw, str):
+        value = _http_date_seconds(raw)
+    return value
 
 
 def _header(headers: Mapping[object, object], name: str) -> object:

@@ -29,6 +29,7 @@ from ._policy import StepPolicy
 from ._prepare import Entry
 from ._recorder import OutcomeRecorder
 from ._report import StepReport
+from ._seam import prepare_step, step_seam
 from ._slots import Slots, slots_for
 
 _INF = math.inf
@@ -70,6 +71,7 @@ class Step:
         self.now = _now
         if "litellm" in sys.modules:  # before the recorder: it turns usage tracking on
             install_if_litellm_imported()
+        prepare_step(policy)
         self.recorder = OutcomeRecorder(
             len(entries),
             policy,
@@ -93,6 +95,11 @@ class Step:
 
     async def run(self) -> StepReport:
         """Run every agent; return the report (strict mode: raise `StepFailed`)."""
+        seed = f"{getattr(self.model, '_seed', None)!r}:{self.recorder.model_step!r}"
+        with step_seam(self.policy, self.recorder, seed):  # every LLM request: _seam
+            return await self._run()
+
+    async def _run(self) -> StepReport:
         # The run's clock read directly: trio.current_time() looks the runner up first.
         now = self.now = self.recorder.now = trio.lowlevel.current_clock().current_time
         start = now()

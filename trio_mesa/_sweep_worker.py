@@ -118,7 +118,7 @@ def _model_data(model: Any) -> dict[str, Any]:
 def ready() -> int:
     """A new worker's first task (the default pool's warm-up): import what runs need,
     and say which process this is."""
-    from . import _simulate  # noqa: F401  (each run needs it: pay for it up front)
+    from ._simulate import simulate  # noqa: F401  (each run needs it: pay for it up front)
 
     return os.getpid()
 
