@@ -9,6 +9,7 @@ from __future__ import annotations
 import logging
 import math
 import threading
+import time
 from collections.abc import Iterator
 
 import pytest
@@ -17,6 +18,7 @@ from core_agents import Model, SyncAgent, TrioAgent
 
 import trio_mesa
 from trio_mesa import Status
+from trio_mesa import _slow_agents as slow_agents
 from trio_mesa._slow_agents import SLOW_AFTER, SLOW_FACTOR
 
 
@@ -33,6 +35,14 @@ class Warnings(logging.Handler):
             self.seen.append((trio.current_time(), record))
             for action in self.then:
                 action(record)
+
+
+class _Sleeps:
+    def __init__(self, seconds: float) -> None:
+        self.seconds = seconds
+
+    def wait(self) -> None:
+        time.sleep(self.seconds)
 
 
 class _Released:
@@ -118,17 +128,36 @@ async def test_a_step_with_a_timeout_is_not_watched(mock_clock, slow_warnings, t
     assert report.all_ok and slow_warnings.seen == []
 
 
-async def test_a_slow_worker_thread_is_named_and_said_to_be_unkillable(mock_clock, slow_warnings):
-    # The thread ends once the warning was logged: no real time is waited on (the wait's
-    # limit only keeps a missing warning from hanging the test suite).
+async def test_a_slow_worker_thread_is_named_and_said_to_be_unkillable(slow_warnings, monkeypatch):
+    # A thread's time is real time, so this one runs on the real clock, with the bound
+    # cut to 50 ms: the thread ends once the warning was logged (the wait's limit only
+    # keeps a missing warning from hanging the test suite).
+    monkeypatch.setattr(slow_agents, "SLOW_AFTER", 0.05)
     release = threading.Event()
     slow_warnings.then.append(lambda record: release.set())
     model = Model()
     blocked = SyncAgent(model, ("block", _Released(release)))
+    start = trio.current_time()
     report = await trio_mesa.step_agents(model.agents, sync_mode="thread")
     assert [o.status for o in report] == [Status.OK]
     ((when, record),) = slow_warnings.seen
-    assert when == SLOW_AFTER and record.agent_unique_id == blocked.unique_id
+    assert when - start >= 0.05 and record.agent_unique_id == blocked.unique_id
     message = record.getMessage()
     assert "worker thread, which cannot be killed" in message
     assert "abandon_threads=True lets a timeout stop the wait" in message
+
+
+async def test_in_virtual_time_the_watch_never_moves_the_clock_for_a_thread(
+    mock_clock, slow_warnings
+):
+    # Autojump moves a MockClock to the next deadline whenever every task waits, and a
+    # task waiting on a worker thread waits: a watch sleeping towards SLOW_AFTER would
+    # make a thread that works for 20 real ms look 60 virtual seconds long, and warn.
+    model = Model()
+    SyncAgent(model, ("block", _Sleeps(0.02)))
+    TrioAgent(model, ("sleep", 1))
+    report = await trio_mesa.step_agents(model.agents, sync_mode="thread")
+    assert [o.status for o in report] == [Status.OK, Status.OK]
+    assert report.outcomes[0].duration <= 1.0
+    assert trio.current_time() == 1.0
+    assert slow_warnings.seen == []

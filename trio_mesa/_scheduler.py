@@ -33,7 +33,7 @@ from ._recorder import OutcomeRecorder
 from ._report import StepReport
 from ._seam import prepare_step, step_seam
 from ._slots import Slots, slots_for
-from ._slow_agents import watch_slow_agents
+from ._slow_agents import watch_slow_agents, watches
 
 _INF = math.inf
 _now = trio.current_time
@@ -130,7 +130,7 @@ class Step:
             for launcher in self.launchers.values():
                 launcher.slots = None
         try:
-            if self.policy.timeout is None and self.launchers:
+            if self.policy.timeout is None and self.launchers and watches(self):
                 # No timeout (math.inf is "none, on purpose"): a task next to the agents
                 # warns once if one of them hangs.
                 self.batches = []
