@@ -147,8 +147,15 @@ class ExampleParser:
                 last_python_end = None
 
 
+def _as_a_script(namespace: dict[str, object]) -> None:
+    # A page's examples run as the body of a script would: `if __name__ == "__main__":`
+    # (which a sweep's worker processes need) holds.
+    namespace["__name__"] = "__main__"
+
+
 pytest_collect_file = Sybil(
     parsers=[ExampleParser()],
+    setup=_as_a_script,
     patterns=["README.md", "docs/*.md", "docs/**/*.md"],
     excludes=["docs/_build/*"],
 ).pytest()

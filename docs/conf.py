@@ -39,9 +39,10 @@ myst_enable_extensions = ["colon_fence"]
 # Docstrings write `StepPolicy` for a cross-reference, as Trio's do.
 default_role = "py:obj"
 autodoc_member_order = "bysource"
+# Defaults as written in the source (a sentinel would otherwise show as <object at 0x...>).
+autodoc_preserve_defaults = True
 autodoc_typehints = "description"
 autodoc_typehints_description_target = "documented_params"
-autodoc_class_signature = "separated"
 napoleon_google_docstring = True
 napoleon_numpy_docstring = False
 napoleon_use_rtype = False

@@ -5,14 +5,17 @@
   be documented (a name `fault_injection` re-exports from `fault_injection.chaos` may
   be documented there).
 - Resolve the short cross-references the docstrings use (`StepReport` written in a
-  `fault_injection` docstring) to the one public name they can mean.
+  `fault_injection` docstring) to the one public name they can mean; show a private
+  name of ours (`MAX_EVENTS`) as code. Any other unresolved reference fails the build.
 - Read a property's docstring as prose: napoleon would take the text before a colon
   on its first line for a type.
 """
 
 from __future__ import annotations
 
+import functools
 import importlib
+import pkgutil
 from typing import Any
 
 from docutils import nodes
@@ -56,6 +59,8 @@ def resolve_short_name(
     objects = env.domains["py"].objects
     found = [f"{p}.{target}" for p in PACKAGES if f"{p}.{target}" in objects]
     if not found:
+        if target.split(".")[0] in _private_names():
+            return contnode  # a private name of ours: shown as code, not a dangling link
         return _own_attribute(node, target, contnode)
     node = node.deepcopy()
     node["reftarget"] = found[0]
@@ -65,6 +70,22 @@ def resolve_short_name(
     ) or env.domains["py"].resolve_xref(
         env, node["refdoc"], app.builder, "obj", found[0], node, contnode
     )
+
+
+@functools.cache
+def _private_names() -> frozenset[str]:
+    """Every module-level name of our private modules (``trio_mesa._breaker``'s
+    ``MAX_EVENTS``, say): a docstring may mention one; a typo is in none of them."""
+    names: set[str] = set()
+    for package in ("trio_mesa", "fault_injection"):
+        path = importlib.import_module(package).__path__
+        for info in pkgutil.walk_packages(path, package + "."):
+            if "._" in info.name and not info.name.endswith(".__main__"):
+                try:
+                    names |= set(vars(importlib.import_module(info.name)))
+                except Exception:  # an optional dependency missing: its names are not ours
+                    continue
+    return frozenset(names)
 
 
 def _own_attribute(node: pending_xref, target: str, contnode: nodes.Element) -> Any:
