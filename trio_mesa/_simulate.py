@@ -32,7 +32,7 @@ import sys
 import threading
 import time
 import weakref
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Coroutine, Iterator
 from contextlib import contextmanager
 from typing import Any
 
@@ -449,10 +449,11 @@ async def _trio_run(run: Run, policy: StepPolicy, show: bool) -> RunReport:
                     break
 
     if _has_asyncio_agents(run.model):
-        from ._aio_bridge import trio_host_loop
+        from ._aio_bridge import with_trio_host_loop
 
-        async with trio_host_loop():  # one loop for the whole run
-            await steps()
+        # One loop for the whole run; a Ctrl-C reaches the caller as itself, not in
+        # the groups of the loop's nurseries.
+        await with_trio_host_loop(lambda _: steps())
     else:
         await steps()
     return run.report()
@@ -487,7 +488,16 @@ async def aio_simulate(
     run, resolved, show = _prepare(
         where, model, steps, budget, progress, policy, options, time.perf_counter, True
     )
-    running: set[Any] = set()
+    running: set[asyncio.Task[StepReport]] = set()  # the agent-set steps on the loop
+
+    async def tracked(coro: Coroutine[Any, Any, StepReport]) -> StepReport:
+        task = asyncio.current_task()
+        assert task is not None
+        running.add(task)
+        try:
+            return await coro
+        finally:
+            running.discard(task)
 
     def stepper(agent_set: Any, method: str) -> StepReport:
         run.expect(len(agent_set))
@@ -496,12 +506,7 @@ async def aio_simulate(
         else:
             shuffled = resolved if resolved.shuffle is not None else resolved.replace(shuffle=True)
             coro = aio_call_agents(agent_set, method, policy=shuffled)
-        future = asyncio.run_coroutine_threadsafe(coro, loop)
-        running.add(future)
-        try:
-            return future.result()
-        finally:
-            running.discard(future)
+        return asyncio.run_coroutine_threadsafe(tracked(coro), loop).result()
 
     from concurrent.futures import ThreadPoolExecutor
 
@@ -517,9 +522,17 @@ async def aio_simulate(
             try:
                 await asyncio.shield(work)
             except asyncio.CancelledError:
-                for future in list(running):
-                    future.cancel()
+                # Cancel the agent-set step on the loop (its task: cancelling the
+                # thread's concurrent future instead would release model.step() while
+                # its agents were still being cancelled), then wait for model.step().
+                for task in list(running):
+                    task.cancel()
                 await asyncio.wait([work])
+                if not work.cancelled():
+                    # Taken, or asyncio logs "Future exception was never retrieved" at
+                    # exit: model.step() ends with the step's CancelledError, and the
+                    # cancellation raised here is what the caller gets.
+                    work.exception()
                 run.end_step()
                 raise
             run.end_step()
