@@ -114,3 +114,17 @@ def test_a_trio_cancellation_inside_the_loop_is_left_to_its_scope() -> None:
         assert scope.cancelled_caught
 
     trio.run(main, clock=MockClock(autojump_threshold=0))
+
+
+async def test_upstream_trio_asyncio_open_loop_still_wraps_its_body_in_two_groups() -> None:
+    # Pins the trio-asyncio 0.16 behaviour `with_trio_host_loop` works around: what
+    # escapes the body of open_loop() comes out nested in two BaseExceptionGroups (its
+    # two nurseries). If this starts failing upstream, the workaround can go.
+    import trio_asyncio
+
+    with pytest.raises(BaseExceptionGroup) as caught:
+        async with trio_asyncio.open_loop():
+            raise KeyboardInterrupt
+    inner = caught.value.exceptions[0]
+    assert isinstance(inner, BaseExceptionGroup)
+    assert isinstance(inner.exceptions[0], KeyboardInterrupt)

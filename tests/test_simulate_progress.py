@@ -3,6 +3,7 @@ imported at all."""
 
 from __future__ import annotations
 
+import io
 import subprocess
 import sys
 import textwrap
@@ -173,3 +174,24 @@ def test_rich_is_not_imported_when_progress_is_off(progress: str) -> None:
     )
     proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
     assert proc.returncode == 0, proc.stderr
+
+
+def test_upstream_rich_live_still_holds_an_unfinished_line_and_sends_stdout_to_its_console(
+    capsys,
+) -> None:
+    # Pins the rich behaviours `live_progress` works around: while Live runs, a print
+    # goes to Live's console (ours is on stderr), not to stdout; and a write without
+    # its newline stays in the stdout proxy after Live stops (not flushed, so shown
+    # late or never). If this starts failing upstream, the workarounds can go.
+    from rich.live import Live
+
+    shown = io.StringIO()
+    with Live("display", console=Console(file=shown, force_terminal=True)):
+        print("a whole line")
+        proxy = sys.stdout
+        print("an unfinished line", end="")
+    assert "a whole line" in shown.getvalue()
+    assert "a whole line" not in capsys.readouterr().out
+    assert "an unfinished line" not in shown.getvalue()
+    proxy.flush()  # what live_progress does before Live stops
+    assert "an unfinished line" in shown.getvalue()
