@@ -128,3 +128,27 @@ async def test_upstream_trio_asyncio_open_loop_still_wraps_its_body_in_two_group
     inner = caught.value.exceptions[0]
     assert isinstance(inner, BaseExceptionGroup)
     assert isinstance(inner.exceptions[0], KeyboardInterrupt)
+
+
+def test_an_agent_set_step_submitted_as_the_run_is_cancelled_starts_no_agent() -> None:
+    started: list[int] = []
+
+    class Recording(mesa.Agent):
+        async def astep(self) -> None:
+            started.append(self.unique_id)
+
+    class CancelledMidStep(Model):
+        def step(self) -> None:
+            # The cancellation is queued on the loop just before the step is submitted.
+            self.loop.call_soon_threadsafe(self.run.cancel)
+            super().step()
+
+    async def main() -> None:
+        model = CancelledMidStep(Recording)
+        model.loop = asyncio.get_running_loop()
+        model.run = asyncio.current_task()
+        await trio_mesa.aio_simulate(model, 3, progress=False)
+
+    with pytest.raises(asyncio.CancelledError):
+        asyncio.run(main())
+    assert started == []

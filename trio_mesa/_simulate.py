@@ -488,9 +488,16 @@ async def aio_simulate(
     run, resolved, show = _prepare(
         where, model, steps, budget, progress, policy, options, time.perf_counter, True
     )
-    running: set[asyncio.Task[StepReport]] = set()  # the agent-set steps on the loop
+    # The agent-set steps running on the loop, and whether the run is being cancelled
+    # (then no step starts: one submitted just before would otherwise run in full).
+    # Both are touched only on the loop's thread.
+    running: set[asyncio.Task[StepReport]] = set()
+    stopping = False
 
     async def tracked(coro: Coroutine[Any, Any, StepReport]) -> StepReport:
+        if stopping:
+            coro.close()
+            raise asyncio.CancelledError
         task = asyncio.current_task()
         assert task is not None
         running.add(task)
@@ -525,6 +532,7 @@ async def aio_simulate(
                 # Cancel the agent-set step on the loop (its task: cancelling the
                 # thread's concurrent future instead would release model.step() while
                 # its agents were still being cancelled), then wait for model.step().
+                stopping = True
                 for task in list(running):
                     task.cancel()
                 await asyncio.wait([work])
