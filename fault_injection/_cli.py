@@ -222,16 +222,31 @@ def _header(result: RunResult) -> list[str]:
         )
         if v not in (None, False)
     )
+    if result.real_time:
+        took = (
+            f"took {result.wall_time:.2f} s of wall-clock time "
+            f"({result.model_seconds:.1f} model seconds at x{s.real_time_scale:g})"
+        )
+    else:
+        # Both, labelled: the events are in virtual time, which can be far longer than
+        # the wall-clock time the run took (or far shorter, for a CPU-bound run).
+        took = (
+            f"took {result.model_seconds:.2f} s of virtual time "
+            f"({result.wall_time:.2f} s of wall-clock time)"
+        )
     return [
         f"scenario {s.name!r}: {s.agents} agents x {s.steps} steps, seed {result.seed}, "
-        f"host {result.host}, {clock}, {policy or 'no limits'}; "
-        f"took {result.wall_time:.2f} s",
+        f"host {result.host}, {clock}, {policy or 'no limits'}; {took}",
     ]
 
 
 def _baseline_lines(result: RunResult) -> list[str]:
     b = mesa_llm_baseline(result.expected)
-    unit = "s"  # model seconds: what the latencies and limits of the scenario are written in
+    # model seconds: what the latencies and limits of the scenario are written in
+    unit = "s" if result.real_time else "virtual s"
+    # trio-mesa's own time as measured, not the oracle's estimate: the estimate caps
+    # each step at its slowest planned call and knows nothing of rate-limit waits.
+    ours = result.model_seconds
     hangs = b["model_seconds"] == float("inf")
     theirs = "and then hangs forever" if hangs else f"in {b['model_seconds']:.1f} {unit}"
     lines = [f"mesa-llm 0.3 stepping, same plan: {b['why']}."]
@@ -239,13 +254,13 @@ def _baseline_lines(result: RunResult) -> list[str]:
         lines.append(
             f"  It completes {b['completed_steps']} of {len(result.expected.steps)} steps "
             f"({b['agent_steps_done']} agent-steps of work) {theirs}; trio-mesa: "
-            f"{len(result.expected.steps)} steps ({b['ours_agent_steps_done']} agent-steps) "
-            f"in {b['ours_model_seconds']:.1f} {unit}."
+            f"{len(result.steps)} steps ({b['ours_agent_steps_done']} agent-steps) "
+            f"in {ours:.1f} {unit}."
         )
     else:
         lines.append(
             f"  It runs {theirs}; trio-mesa, cutting slow calls at the time limit, "
-            f"{b['ours_model_seconds']:.1f} {unit}."
+            f"{ours:.1f} {unit}."
         )
     return lines
 

@@ -66,6 +66,9 @@ class StepResult:
     #: calls started in the step (every agent's attempts) and agents that needed more than one
     attempts: int = 0
     retried: int = 0
+    #: model seconds the step took, on the run's clock: virtual time under the
+    #: MockClock (rate-limit waits included), real time divided by the scale otherwise
+    seconds: float = 0.0
 
     @property
     def counts(self) -> dict[Status, int]:
@@ -111,6 +114,7 @@ class RunResult:
     real_time: bool
     expected: ExpectedRun
     steps: list[StepResult] = field(default_factory=list)
+    #: real seconds the whole run took (the process's clock, not the run's)
     wall_time: float = 0.0
     #: the fake provider's quota at the end (`TokenBucket.stats`: ``admitted``,
     #: ``refused`` = 429s answered, ...), or ``None`` without a quota.
@@ -148,6 +152,12 @@ class RunResult:
     def matched(self) -> bool:
         """``True`` when every step matched the oracle."""
         return not self.mismatches
+
+    @property
+    def model_seconds(self) -> float:
+        """Model seconds the steps took, summed: virtual time under the MockClock (what
+        the run's latencies, limits and rate-limit waits add up to), not `wall_time`."""
+        return sum(s.seconds for s in self.steps)
 
     def outcome_table(self) -> list[dict[str, str]]:
         """Per step, ``str(unique_id)`` -> status value: what must agree across hosts and runs."""
@@ -286,6 +296,7 @@ async def _run_steps(
         observe = _Observation(model, exp)
         report: StepReport | None = None
         raised: BaseException | None = None
+        started = stepper.now()
         try:
             with _collector_held_off(result.real_time):
                 report = await stepper.step(model)
@@ -294,6 +305,7 @@ async def _run_steps(
         except (Exception, KeyboardInterrupt) as exc:
             raised = exc
         step = observe.finish(report, raised, scale, leftover=stepper.leftover_tasks())
+        step.seconds = (stepper.now() - started) / scale
         result.steps.append(step)
         if on_step is not None:
             on_step(step)
@@ -306,6 +318,10 @@ class _Stepper(Protocol):
 
     def before_step(self) -> None:
         """Called just before each step (and before the model counts it)."""
+
+    def now(self) -> float:
+        """The host loop's clock, in seconds (virtual time under a MockClock)."""
+        ...
 
     async def step(self, model: FakeLLMModel) -> StepReport:
         """Step every agent of ``model`` once; raise what the step raised."""
@@ -329,6 +345,9 @@ class _TrioStepper:
     def before_step(self) -> None:
         self._before = _trio_tasks()
 
+    def now(self) -> float:
+        return trio.current_time()
+
     async def step(self, model: FakeLLMModel) -> StepReport:
         return await trio_mesa.step_agents(model.agents, **self._options)
 
@@ -348,6 +367,9 @@ class _AsyncioStepper:
 
     def before_step(self) -> None:
         pass
+
+    def now(self) -> float:
+        return asyncio.get_running_loop().time()
 
     async def step(self, model: FakeLLMModel) -> StepReport:
         # mesa-llm callers pass list(model.agents); shuffle it as Mesa would.

@@ -105,7 +105,7 @@ def _agent_view(agent: Walker) -> dict[str, Any]:
     }
 
 
-def _report_json(model: Town, report: trio_mesa.StepReport, requests: int) -> dict[str, Any]:
+def _report_json(model: Town, report: trio_mesa.StepReport, requests: int | None) -> dict[str, Any]:
     agents = {a.unique_id: a for a in model.agents}
     return {
         "requests": requests,
@@ -136,7 +136,7 @@ async def _warm_up(api_base: str) -> None:
     )
 
 
-def _requests_so_far(api_base: str) -> int:
+def _server_requests(api_base: str) -> int | None:
     # Every request of a finished step has reached the server (trio-mesa leaves nothing
     # running); wait_idle lets the server finish recording the ones we abandoned.
     url = api_base.removesuffix("/v1") + "/_chaos/health?wait_idle=10"
@@ -144,15 +144,43 @@ def _requests_so_far(api_base: str) -> int:
         return int(json.load(response)["requests"])
 
 
-def run(host: str, api_base: str, agents: int, steps: int, timeout: float) -> dict[str, Any]:
+def run(
+    host: str,
+    api_base: str,
+    agents: int,
+    steps: int,
+    timeout: float,
+    cassette: str | None = None,
+    record: str | None = None,
+) -> dict[str, Any]:
     """Step a new `Town` ``steps`` times on ``host``; the JSON summary of every step.
 
     Each step's summary has ``requests``: how many requests the server had recorded when
-    the step ended, so a test can split the server's log into steps.
+    the step ended, so a test can split the server's log into steps (``None`` when the
+    run replays a cassette offline: no server to ask). With ``cassette``, every step
+    records or replays through trio-mesa's in-process seam (`trio_mesa.use_cassette`).
     """
+    if cassette is not None:
+        with trio_mesa.use_cassette(cassette, record=record or "once") as recording:
+            offline = recording.replays and not recording.records
+            result = _run(host, api_base, agents, steps, timeout, offline)
+        result["cassette"] = {"replayed": recording.replayed, "recorded": recording.recorded}
+        return result
+    return _run(host, api_base, agents, steps, timeout, False)
+
+
+def _run(
+    host: str, api_base: str, agents: int, steps: int, timeout: float, offline: bool
+) -> dict[str, Any]:
     model = Town(agents, api_base)
     out: list[dict[str, Any]] = []
     started = time.perf_counter()
+    if offline:  # a replay: the server is gone, there is no request count to read
+
+        def _requests_so_far(api_base: str) -> int | None:
+            return None
+    else:
+        _requests_so_far = _server_requests
     if host == "asyncio":
 
         async def stepping() -> None:
@@ -210,7 +238,8 @@ def main(argv: list[str] | None = None) -> int:
     logging.getLogger("trio_mesa").addHandler(logging.NullHandler())
     logging.getLogger("trio_mesa").propagate = False
     logging.getLogger("mesa_llm").setLevel(logging.CRITICAL)  # tool errors: in the report
-    asyncio.run(_warm_up(runs[0]["api_base"]))
+    if not runs[0].pop("skip_warm_up", False):
+        asyncio.run(_warm_up(runs[0]["api_base"]))
     results = {}
     for spec in runs:
         name = spec.pop("name")

@@ -384,6 +384,65 @@ def test_a_call_beyond_the_recording_names_agent_and_call(recorded, client) -> N
         assert "agent 99, call 1" in unknown.json()["error"]["message"]
 
 
+def test_a_second_client_run_is_told_to_reset_and_replays_again_after_a_reset(
+    recorded, client
+) -> None:
+    # The server numbers each agent's calls from its start: a second run of the same
+    # client against it continues the count. The error says so; a reset starts over.
+    path, got = recorded
+    with chaos_server(replay=path) as server:
+        first_run = [post(client, server, _body(a, c)).content for a, c in CALLS]
+        assert first_run == [got[k] for k in CALLS]
+        second = post(client, server, _body(1, 1))
+        assert second.status_code == 400
+        message = second.json()["error"]["message"]
+        assert "agent 1, call 3 is beyond the recording" in message
+        assert "second client run" in message and "POST /_chaos/reset" in message
+        r = client.post(server.base_url + "/_chaos/reset?wait_idle=5")
+        assert r.status_code == 200 and r.json()["status"] == "reset"
+        assert r.json()["requests"] == 0  # the log starts afresh too
+        second_run = [post(client, server, _body(a, c)).content for a, c in CALLS]
+        assert second_run == first_run
+        assert [(r.agent, r.call) for r in server.records()] == CALLS
+        server.reset()  # the same from Python
+        assert post(client, server, _body(3, 1)).content == got[(3, 1)]
+
+
+def test_a_reset_replays_the_plans_faults_from_each_agents_first_call(client) -> None:
+    with chaos_server("rate-limit-storm", seed=4) as server:
+        run = [post(client, server, chat(5)).status_code for _ in range(8)]
+        assert 429 in run and 200 in run
+        server.reset()
+        assert [post(client, server, chat(5)).status_code for _ in range(8)] == run
+        assert [r.call for r in server.records()] == list(range(1, 9))
+
+
+def test_reset_is_refused_while_recording(tmp_path, client) -> None:
+    with (
+        chaos_server("clean") as upstream,
+        chaos_server(upstream=upstream.api_base, record=tmp_path / "r.jsonl") as proxy,
+    ):
+        assert post(client, proxy, chat(1)).status_code == 200
+        r = client.post(proxy.base_url + "/_chaos/reset")
+        assert r.status_code == 409 and "recording a cassette" in r.json()["error"]["message"]
+        with pytest.raises(RuntimeError, match="recording a cassette"):
+            proxy.reset()
+        assert post(client, proxy, chat(1)).status_code == 200
+    assert [(e.agent, e.call) for e in Cassette.load(tmp_path / "r.jsonl")] == [(1, 1), (1, 2)]
+
+
+def test_a_log_is_not_reset_under_a_request_in_flight() -> None:
+    from fault_injection import FaultLog
+
+    log = FaultLog()
+    record = log.start(1, "ok", "ok", "chaos")
+    with pytest.raises(RuntimeError, match="1 request\\(s\\) in flight"):
+        log.reset()
+    log.finish(record, outcome="sent")
+    log.reset()
+    assert len(log) == 0 and log.next_call(1) == 1
+
+
 def test_a_recorded_error_is_replayed_with_its_status_and_headers(tmp_path, client) -> None:
     path = tmp_path / "run.jsonl"
     with key_checking_upstream() as up, chaos_server(upstream=up, record=path) as proxy:

@@ -8,6 +8,9 @@ from __future__ import annotations
 
 import contextlib
 import json
+import subprocess
+import sys
+import textwrap
 
 import httpx
 import pytest
@@ -424,6 +427,134 @@ def test_value_for_satisfies_simple_schemas() -> None:
     assert isinstance(value["n"], int) and isinstance(value["x"], float)
     assert isinstance(value["ok"], bool) and len(value["ids"]) == 2
     assert value["mood"] in ("calm", "angry") and isinstance(value["either"], int)
+
+
+#: Tool parameter schemas as models write them: enums, ranges, required properties,
+#: nested objects, $ref to $defs (pydantic), allOf, formats, tuples, unique items.
+TOOL_SCHEMAS = [
+    {
+        "type": "object",
+        "properties": {
+            "brand": {"type": "string", "enum": ["A", "B"]},
+            "price": {"type": "number", "minimum": 35, "maximum": 50},
+            "quantity": {"type": "integer", "minimum": 1, "maximum": 10},
+            "note": {"type": "string", "maxLength": 12},
+        },
+        "required": ["brand", "price", "quantity"],
+        "additionalProperties": False,
+    },
+    {
+        "type": "object",
+        "properties": {
+            "percent": {"type": "integer", "exclusiveMinimum": 0, "exclusiveMaximum": 100},
+            "step": {"type": "number", "multipleOf": 0.25, "minimum": 1, "maximum": 2},
+            "even": {"type": "integer", "multipleOf": 2, "minimum": 11, "maximum": 15},
+            "x": {"type": "number", "exclusiveMinimum": 0.5, "exclusiveMaximum": 0.51},
+            "mode": {"const": "fast"},
+            "code": {"type": "string", "minLength": 30},
+            "when": {"type": "string", "format": "date-time"},
+            "mail": {"type": "string", "format": "email"},
+            "id": {"type": "string", "format": "uuid"},
+            "maybe": {"type": ["null", "integer"], "minimum": 7},
+        },
+    },
+    {
+        "$defs": {
+            "Offer": {
+                "type": "object",
+                "properties": {
+                    "item": {"$ref": "#/$defs/Item"},
+                    "price": {"type": "integer", "minimum": 100, "maximum": 120},
+                },
+                "required": ["item", "price"],
+            },
+            "Item": {"type": "string", "enum": ["shoes", "track suit"]},
+        },
+        "type": "object",
+        "properties": {
+            "offers": {
+                "type": "array",
+                "items": {"$ref": "#/$defs/Offer"},
+                "minItems": 3,
+                "maxItems": 3,
+            },
+            "to": {
+                "type": "array",
+                "items": {"type": "integer", "minimum": 1, "maximum": 4},
+                "minItems": 4,
+                "uniqueItems": True,
+            },
+            "at": {
+                "type": "array",
+                "prefixItems": [{"type": "integer", "maximum": -5}, {"type": "boolean"}],
+                "items": False,
+            },
+        },
+        "required": ["offers", "to", "at"],
+    },
+    {
+        "allOf": [
+            {"type": "object", "properties": {"a": {"type": "integer", "minimum": 5}}},
+            {"properties": {"b": {"enum": [True]}}, "required": ["a", "b"]},
+        ]
+    },
+]
+
+
+@pytest.mark.parametrize("schema", TOOL_SCHEMAS)
+def test_tool_arguments_follow_the_schema_and_validate(schema) -> None:
+    jsonschema = pytest.importorskip("jsonschema")
+    validator = jsonschema.Draft202012Validator(
+        schema, format_checker=jsonschema.Draft202012Validator.FORMAT_CHECKER
+    )
+    for key in range(40):
+        value = value_for(schema, CallRandom(7, key, 1, 1), "args", key)
+        errors = [e.message for e in validator.iter_errors(value)]
+        assert errors == [], (value, errors)
+        # seeded: the same request (agent, call) gets the same arguments
+        assert value_for(schema, CallRandom(7, key, 1, 1), "args", key) == value
+
+
+def test_a_mesa_llm_tools_options_come_from_its_docstring(chaos_llm_server, client) -> None:
+    # mesa-llm's @tool writes no enum: it lists the options in the description, quoted
+    # with ' or " (the negotiation example: `either "A" or "B"`). A clean reply picks
+    # one, so the model's own check of the argument passes and its logic runs.
+    # The schema as mesa-llm 0.3.2 writes it, made in a subprocess: importing mesa_llm
+    # patches Mesa's AgentSet, which this test session must not see.
+    source = textwrap.dedent(
+        '''
+        import json
+        from mesa_llm.tools.tool_decorator import tool
+        from mesa_llm.tools.tool_manager import ToolManager
+
+        def set_chosen_brand(agent, chosen_brand: str) -> str:
+            """Set the buyer's brand of choice.
+
+            Args:
+                agent: The agent (provided automatically).
+                chosen_brand: The brand of choice of the buyer agent, either "A" or "B".
+
+            Returns:
+                The brand chosen.
+            """
+            return chosen_brand
+
+        print(json.dumps(tool(set_chosen_brand, tool_manager=ToolManager()).__tool_schema__))
+        '''
+    )
+    out = subprocess.run(
+        [sys.executable, "-c", source], capture_output=True, text=True, timeout=120, check=True
+    )
+    schema = json.loads(out.stdout.splitlines()[-1])
+    assert "enum" not in json.dumps(schema)  # only the description names the options
+    url = chaos_llm_server.api_base + "/chat/completions"
+    chosen = set()
+    for agent in range(1, 9):
+        body = {**chat(agent), "tools": [schema], "tool_choice": "required"}
+        reply = client.post(url, json=body).json()
+        [call] = reply["choices"][0]["message"]["tool_calls"]
+        chosen.add(json.loads(call["function"]["arguments"])["chosen_brand"])
+    assert chosen == {"A", "B"}
 
 
 def test_validate_chat_request_accepts_what_litellm_sends() -> None:

@@ -37,14 +37,67 @@ async def test_report_views_and_counts(mock_clock):
 
 
 async def test_str_lists_every_failed_agent_with_its_exception(mock_clock):
-    report, _ok, bad, _hung = await _mixed_report(mock_clock)
+    report, _ok, bad, hung = await _mixed_report(mock_clock)
     text = str(report)
     first, *rows = text.splitlines()
     assert first == "step 3: 4 agents (2 ok, 1 failed, 1 timed out) in 2.000 s"
-    assert len(rows) == 3  # a header and one row per agent that is not OK
-    assert f"{bad.unique_id}" in rows[1] and "AsyncioAgent" in rows[1]
-    assert "ValueError: malformed JSON" in rows[1]
-    assert "timed_out" in rows[2] and "AgentTimeout" in rows[2]
+    # two lines per kind of failure: what happened, then to whom
+    assert rows == [
+        "  1 failed: ValueError: malformed JSON",
+        f"    agent {bad.unique_id} (AsyncioAgent)",
+        "  1 timed out: AgentTimeout: its timeout of 2.0 s elapsed",
+        f"    agent {hung.unique_id} (TrioAgent)",
+    ]
+
+
+class RateLimitError(Exception):
+    pass
+
+
+class _Agent:
+    def __init__(self, uid):
+        self.unique_id = uid
+
+
+def _outcome(uid, exc, status=Status.FAILED):
+    return AgentOutcome(_Agent(uid), uid, status, exc)
+
+
+def test_str_groups_identical_failures_and_fits_80_columns():
+    # 100 agents, 60 rate limited with one long message naming each agent and call (as
+    # the chaos server and providers do), 30 with a multi-line error, 10 ok.
+    long = "Rate limit reached for gpt-4o-mini on requests per min (RPM): Limit 500. " * 4
+    outcomes = [
+        _outcome(u, RateLimitError(f"{long}(agent {u}, call {u % 3 + 1})")) for u in range(60)
+    ]
+    outcomes += [_outcome(u, ValueError("bad JSON:\n{'a': 1")) for u in range(60, 90)]
+    outcomes += [_outcome(u, None, Status.OK) for u in range(90, 100)]
+    report = trio_mesa.StepReport(tuple(outcomes), step=4, duration=30.0)
+    lines = str(report).splitlines()
+    assert all(len(line) <= 80 for line in lines), lines
+    assert lines == [
+        "step 4: 100 agents (10 ok, 90 failed) in 30.000 s",
+        "  60 failed, e.g. RateLimitError: Rate limit reached for gpt-4o-mini on reque...",
+        "    agents 0-59 (_Agent)",
+        "  30 failed: ValueError: bad JSON: {'a': 1",
+        "    agents 60-89 (_Agent)",
+    ]
+    # every detail is still there, agent by agent
+    records = report.to_records()
+    assert records[7]["exception_message"] == f"{long}(agent 7, call 2)"
+    assert report.outcomes[61].exception.args == ("bad JSON:\n{'a': 1",)
+
+
+def test_str_abbreviates_ids_that_do_not_fit():
+    ids = list(range(0, 400, 3))  # no runs: every id on its own
+    outcomes = tuple(_outcome(u, RateLimitError("slow down")) for u in ids)
+    text = str(trio_mesa.StepReport(outcomes))
+    _summary, head, who = text.splitlines()
+    assert head == "  134 failed: RateLimitError: slow down"
+    assert who.startswith("    agents 0, 3, 6, 9, ") and who.endswith(" more (_Agent)")
+    shown = who.removeprefix("    agents ").split(" and ")[0].split(", ")
+    left = int(who.split(" and ")[1].split()[0])
+    assert len(shown) + left == 134 and len(who) <= 80
 
 
 async def test_to_records_is_one_plain_dict_per_agent(mock_clock):
@@ -64,9 +117,9 @@ async def test_to_records_is_one_plain_dict_per_agent(mock_clock):
         "attempts": 1,
         "abandoned": False,
         "calls": 0,
-        "prompt_tokens": 0,
-        "completion_tokens": 0,
-        "cost": 0.0,
+        "prompt_tokens": None,  # nothing recorded: unknown, not free
+        "completion_tokens": None,
+        "cost": None,
     }
     assert records[0]["result"] == f"done-{ok[0].unique_id}"
     pandas = pytest.importorskip("pandas")

@@ -159,3 +159,23 @@ def test_the_virtual_clock_is_trios_mock_clock() -> None:
     clock = _mock_clock()
     assert type(clock) is trio.testing.MockClock
     assert clock.autojump_threshold == 0 and clock.rate == 0
+
+
+def test_run_labels_virtual_and_wall_time_and_measures_the_virtual_one() -> None:
+    # 200 agents x 3 steps at a quota of 50 requests/s (burst 50): at least
+    # (requests - 50) / 50 seconds of virtual time, however fast the process ran.
+    from fault_injection import run_scenario
+    from fault_injection._cli import render_text
+
+    result = run_scenario(SCENARIOS["quota"], agents=200)
+    assert result.matched and result.quota is not None
+    floor = (result.quota["admitted"] - 50) / 50
+    assert result.model_seconds >= floor > 10
+    assert sum(s.seconds for s in result.steps) == result.model_seconds
+    text = " ".join(render_text(result, width=1000).split())
+    assert (
+        f"took {result.model_seconds:.2f} s of virtual time "
+        f"({result.wall_time:.2f} s of wall-clock time)" in text
+    )
+    # the comparison with mesa-llm uses the measured virtual time, labelled
+    assert f"trio-mesa: 3 steps (600 agent-steps) in {result.model_seconds:.1f} virtual s" in text

@@ -4,6 +4,7 @@ through trio-mesa, reports filed per model step, budgets, reporters, bad input."
 from __future__ import annotations
 
 import asyncio
+import io
 import json
 
 import mesa
@@ -218,8 +219,101 @@ def test_model_reporters_read_the_current_step_with_a_real_datacollector() -> No
     assert list(frame["timed_out"]) == [0, 0, 0]
     assert list(frame["retries"]) == [0, 0, 0]
     assert list(frame["tokens"]) == [4 * TOKENS, 2 * TOKENS, 3 * TOKENS]
-    assert list(frame["cost"]) == [None, None, None]
+    # record_usage gave no cost: unknown, NaN (pandas' missing), in a float column
+    assert frame["cost"].isna().all() and frame["cost"].dtype == "float64"
     assert list(frame["mine"]) == [1, 2, 3]
+
+
+class SilentAgent(TokenAgent):
+    """Like TokenAgent, but its client reports no usage (no litellm, no record_usage)."""
+
+    @trio_native
+    async def astep(self) -> int:
+        await trio.sleep(self.latency)
+        return self.model.steps
+
+
+class SilentModel(TokenModel):
+    def __init__(self, n: int) -> None:
+        super().__init__(0)
+        for i in range(1, n + 1):
+            SilentAgent(self, i / 16)
+
+
+def test_untracked_usage_is_unknown_not_free() -> None:
+    model = SilentModel(3)
+    run = trio_mesa.simulate(model, 2, clock=virtual(), progress=False)
+    # Mesa's DataCollector: NaN, pandas' "missing", in float columns (None would make an
+    # all-unknown column dtype object, which .plot() refuses); never 0 tokens, $0.0
+    frame = model.datacollector.get_model_vars_dataframe()
+    assert frame["tokens"].isna().all() and frame["tokens"].dtype == "float64"
+    assert frame["cost"].isna().all() and frame["cost"].dtype == "float64"
+    frame["tokens"].plot  # noqa: B018 - a numeric column: plotting would work
+    assert run.usage.cost is None and not run.usage.recorded
+    records = run.to_records()
+    assert {(r["prompt_tokens"], r["completion_tokens"], r["cost"]) for r in records} == {
+        (None, None, None)
+    }
+    assert json.loads(run.to_json())["usage"]["cost"] is None
+    assert str(run.usage) == "no LLM calls recorded: tokens n/a, cost unknown"
+    assert "tokens=n/a" in repr(run)
+    table = str(run).splitlines()
+    assert table[1].split()[-2] == "tokens" and table[2].split()[-2] == "n/a"
+    # the live display says so too
+    from trio_mesa._progress import ProgressView
+
+    class Finished:
+        usage, finished, requested, ok, failed, in_flight = run.usage, [1, 2], 2, 6, 0, 0
+        stopped_because = None
+
+        def eta(self) -> None:
+            return None
+
+    figures = ProgressView(Finished()).figures()  # type: ignore[arg-type]
+    assert figures["tokens"] is None and figures["cost"] is None
+    rich = pytest.importorskip("rich.console")
+    out = rich.Console(width=80, record=True, color_system=None, file=io.StringIO())
+    out.print(ProgressView(Finished()))  # type: ignore[arg-type]
+    text = out.export_text()
+    assert "tokens n/a  cost unknown" in text and "$0.0000" not in text
+
+
+def test_outcomes_is_a_property_everywhere_and_the_old_call_warns() -> None:
+    model = TokenModel(3, sets_per_step=2)
+    run = trio_mesa.simulate(model, 2, clock=virtual(), progress=False)
+    step = run.steps[0]
+    report = step.reports[0]
+    assert isinstance(report.outcomes, tuple)  # StepReport: always an attribute
+    assert isinstance(step.outcomes, tuple) and isinstance(run.outcomes, tuple)
+    assert step.outcomes == step.reports[0].outcomes + step.reports[1].outcomes
+    assert run.outcomes == run.steps[0].outcomes + run.steps[1].outcomes
+    assert len(run.outcomes) == 12
+    # the old spelling, a method call, still gives every outcome, with a warning
+    for owner in (step, run):
+        with pytest.warns(DeprecationWarning, match=r"write \.outcomes, not \.outcomes\(\)"):
+            assert list(owner.outcomes()) == list(owner.outcomes)
+
+
+def test_run_report_says_why_agent_steps_were_lost() -> None:
+    # agents 1 and 3 fail (ValueError) in steps 2 and 3; agent 4 (0.25 s) always times out
+    model = TokenModel(4, fail={1: (2, 3), 3: (2,)})
+    run = trio_mesa.simulate(model, 3, clock=virtual(), progress=False, timeout=0.2)
+    assert run.failures_by_type == {
+        "AgentTimeout": (3, "step 1, agent 4: its timeout of 0.2 s elapsed"),
+        "ValueError": (3, "step 2, agent 3: agent 3 fails in step 2"),
+    }
+    lines = str(run).splitlines()
+    assert lines[-3:] == [
+        "lost agent-steps by exception type:",
+        "       3  AgentTimeout, e.g. step 1, agent 4: its timeout of 0.2 s elapsed",
+        "       3  ValueError, e.g. step 2, agent 3: agent 3 fails in step 2",
+    ]
+    assert all(len(line) <= 80 for line in lines)
+    doc = json.loads(run.to_json())
+    assert doc["failures_by_type"]["ValueError"] == {
+        "count": 3,
+        "example": "step 2, agent 3: agent 3 fails in step 2",
+    }
 
 
 def test_run_report_records_json_str_repr() -> None:
@@ -394,7 +488,7 @@ def test_every_kind_of_agent_set_call_is_stepped_and_filed() -> None:
         assert sorted(o.unique_id for o in by_type) == [1, 2, 3, 4]
         assert sorted(o.unique_id for o in odd) == [1, 3]
         assert sorted(o.unique_id for o in all_async) == [1, 2, 3, 4]
-        assert all(o.status is Status.OK for o in s.outcomes())
+        assert all(o.status is Status.OK for o in s.outcomes)
     assert model.results == [2, 2, 2, 2]
     assert all(
         a.done == [1, 1, 1, 2, 2, 2] if a.unique_id % 2 else a.done == [1, 1, 2, 2]

@@ -32,7 +32,7 @@ def test_usage_sums_and_keeps_unknown_cost_unknown() -> None:
     assert total == Usage(3, 13, 5, 0.5, 1)
     assert total.cost is None and total.known_cost == 0.5 and total.total_tokens == 18
     assert sum([priced, unpriced], Usage()) == total
-    assert not Usage() and Usage().cost == 0.0
+    assert not Usage() and not Usage().recorded and Usage().cost is None  # unknown, not free
     assert "cost unknown for 1 call(s), $0.5000 for the rest" in str(total)
     assert total.to_dict()["cost"] is None
 

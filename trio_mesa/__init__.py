@@ -15,6 +15,7 @@ from importlib.metadata import PackageNotFoundError, version
 from ._api import aio_call_agents, aio_step_agents, call_agents, run_step, step_agents
 from ._breaker import CircuitBreaker, CircuitOpen
 from ._budget import Budget
+from ._cassette import Cassette, CassetteError, Exchange
 from ._errors import AgentCancelled, AgentTimeout, StepFailed
 from ._flavor import Flavor, trio_native
 from ._hooks import LoggingHook, OutcomeHook, get_outcome_hooks, set_outcome_hooks
@@ -22,11 +23,16 @@ from ._litellm_usage import track_litellm_usage
 from ._outcome import AgentOutcome, Status
 from ._policy import StepPolicy
 from ._rate_limit import RateLimit
+from ._ray_executor import RayExecutor
+from ._recording import Recording, use_cassette
 from ._report import StepReport
 from ._reporters import model_reporters
-from ._retry import Retry, is_transient, retry_after_of
+from ._retry import Retry, is_outage, is_transient, retry_after_of
 from ._run_report import ModelStep, RunReport
+from ._seam import async_http_client, http_client
 from ._simulate import aio_simulate, simulate
+from ._sweep import sweep
+from ._sweep_report import SweepReport, SweepRun
 from ._usage import Usage, record_usage, track_usage
 
 __all__ = [
@@ -34,25 +40,35 @@ __all__ = [
     "AgentOutcome",
     "AgentTimeout",
     "Budget",
+    "Cassette",
+    "CassetteError",
     "CircuitBreaker",
     "CircuitOpen",
+    "Exchange",
     "Flavor",
     "LoggingHook",
     "ModelStep",
     "OutcomeHook",
     "RateLimit",
+    "RayExecutor",
+    "Recording",
     "Retry",
     "RunReport",
     "Status",
     "StepFailed",
     "StepPolicy",
     "StepReport",
+    "SweepReport",
+    "SweepRun",
     "Usage",
     "aio_call_agents",
     "aio_simulate",
     "aio_step_agents",
+    "async_http_client",
     "call_agents",
     "get_outcome_hooks",
+    "http_client",
+    "is_outage",
     "is_transient",
     "model_reporters",
     "record_usage",
@@ -61,9 +77,11 @@ __all__ = [
     "set_outcome_hooks",
     "simulate",
     "step_agents",
+    "sweep",
     "track_litellm_usage",
     "track_usage",
     "trio_native",
+    "use_cassette",
 ]
 
 # Public names live in private modules; they say where users find them (reprs, help(),

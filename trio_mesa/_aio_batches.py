@@ -16,12 +16,15 @@ Both hosts use it: the asyncio host on the caller's own loop (Trio guest mode,
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import math
 from collections.abc import Callable
 from typing import Any
 
 import trio
 
 from ._attempts import AgentCall
+from ._breaker import CircuitBreaker, CircuitOpen
 from ._launchers import StepView
 from ._usage import open_ledger
 
@@ -154,9 +157,9 @@ class _AioBatch:
                 return
             # Set in the task's body: the task copied its context when it was created.
             if recorder.ledgers is not None:  # usage tracked: see _usage
-                open_ledger(recorder.ledgers, i)
+                open_ledger(recorder.ledgers, i, agent)
             if turn is not None:
-                await meters.run(turn, call, asyncio.sleep)  # type: ignore[union-attr]
+                await meters.run(turn, call, asyncio.sleep, park_asyncio)  # type: ignore[union-attr]
                 return
             result = await call()
             recorder.ok(i, agent, result, _now() - start)
@@ -198,4 +201,26 @@ class _AioBatch:
             slots.give_back(i)
 
 
-__all__ = ["AsyncioBatchLauncher"]
+async def park_asyncio(breaker: CircuitBreaker, refusal: CircuitOpen, seconds: float) -> None:
+    """`trio_mesa._attempts.Park` for an asyncio task: woken through the loop, from any
+    thread, when ``breaker`` changes; or after ``seconds`` (``inf``: no limit)."""
+    loop = asyncio.get_running_loop()
+    woken = loop.create_future()
+
+    def settle() -> None:
+        if not woken.done():
+            woken.set_result(None)
+
+    def wake() -> None:
+        with contextlib.suppress(RuntimeError):  # the loop has closed: nobody waits
+            loop.call_soon_threadsafe(settle)
+
+    breaker.watch(wake, refusal)
+    try:
+        await asyncio.wait([woken], timeout=None if math.isinf(seconds) else seconds)
+    finally:
+        breaker.unwatch(wake)
+        woken.cancel()
+
+
+__all__ = ["AsyncioBatchLauncher", "park_asyncio"]

@@ -32,13 +32,18 @@ async def trio_host_loop() -> AsyncIterator[asyncio.AbstractEventLoop]:
     """
     import trio_asyncio
 
-    from ._asyncio_policy import restore_plain_asyncio_outside_trio
+    from ._asyncio_policy import (
+        rebind_asyncio_functions_imported_early,
+        restore_plain_asyncio_outside_trio,
+    )
     from ._executor import PassThroughExecutor
     from ._trio_asyncio_batching import install, is_installed
 
     # Importing trio-asyncio hands every later asyncio.run() in this process a
     # trio-asyncio loop; undo that outside Trio (see _asyncio_policy).
     restore_plain_asyncio_outside_trio(trio_asyncio)
+    # anyio (httpx's) may hold asyncio's functions from before trio-asyncio patched them.
+    rebind_asyncio_functions_imported_early()
 
     loop = trio_asyncio.current_loop.get()
     if loop is not None and not loop.is_closed():

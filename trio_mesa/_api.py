@@ -10,6 +10,7 @@ run (`step_agents`, `call_agents`) or the running asyncio loop (`aio_step_agents
 from __future__ import annotations
 
 import asyncio
+import os
 from collections.abc import Callable, Iterable
 from typing import Any
 
@@ -19,6 +20,7 @@ from mesa import Agent
 from ._guest import run_on_asyncio_host
 from ._policy import StepPolicy, resolve_policy
 from ._prepare import prepare
+from ._recording import Recording, using_recording
 from ._report import StepReport
 from ._trio_host import run_on_trio_host
 
@@ -30,12 +32,15 @@ def run_step(
     *,
     policy: StepPolicy | None = None,
     clock: trio.abc.Clock | None = None,
+    cassette: str | os.PathLike[str] | Recording | None = None,
+    record: str | None = None,
     **options: Any,
 ) -> StepReport:
     """Synchronous `step_agents`: start a Trio run, step the agents, return the report.
 
-    Takes the same ``policy`` and keyword options as `step_agents`, plus ``clock``
-    (passed to ``trio.run``; a ``trio.testing.MockClock`` runs timeouts in virtual time).
+    Takes the same ``policy``, ``cassette``, ``record`` and keyword options as
+    `step_agents`, plus ``clock`` (passed to ``trio.run``; a
+    ``trio.testing.MockClock`` runs timeouts in virtual time).
 
     Raises:
         RuntimeError: when called from inside a running Trio or asyncio event loop (it
@@ -49,11 +54,17 @@ def run_step(
     if clock is not None and not isinstance(clock, trio.abc.Clock):
         raise TypeError(f"{where}: clock must be a trio.abc.Clock or None, not {clock!r}")
     entries = prepare(agents, None, (), {}, resolved.shuffle, where)
-    return trio.run(run_on_trio_host, entries, resolved, clock=clock)
+    with using_recording(where, cassette, record):
+        return trio.run(run_on_trio_host, entries, resolved, clock=clock)
 
 
 async def step_agents(
-    agents: Iterable[Agent], *, policy: StepPolicy | None = None, **options: Any
+    agents: Iterable[Agent],
+    *,
+    policy: StepPolicy | None = None,
+    cassette: str | os.PathLike[str] | Recording | None = None,
+    record: str | None = None,
+    **options: Any,
 ) -> StepReport:
     """Step every agent concurrently, each in its own Trio task, and report on each.
 
@@ -71,32 +82,49 @@ async def step_agents(
         policy: a `StepPolicy`; ``None`` means the defaults.
         options: `StepPolicy` fields (``strict``, ``fail_fast``, ``timeout``,
             ``deadline``, ``max_concurrency``, ``limiter``, ``sync_mode``,
-            ``max_threads``, ``abandon_threads``, ``shuffle``, ``hooks``), applied on
-            top of ``policy``.
+            ``max_threads``, ``abandon_threads``, ``shuffle``, ``hooks``,
+            ``retry``, ``request_retry``, ...), applied on top of ``policy``.
+        cassette: record or replay every LLM request of the agents to or from this
+            cassette file (or a `Recording` from `use_cassette`), keyed by (agent
+            ``unique_id``, call number), as `use_cassette` describes; checked before
+            any agent runs. A path given here is a recording of this call alone: for
+            several steps, open it once with ``with trio_mesa.use_cassette(...)``.
+        record: the record mode for ``cassette``: ``"none"`` (replay only),
+            ``"once"`` (default), ``"new_episodes"`` or ``"all"``.
 
     Returns:
         A `StepReport` with one outcome per agent, in start order.
 
     Raises:
+        RuntimeError: when awaited outside a Trio run (from asyncio, say); the message
+            names `aio_step_agents`, its asyncio twin.
         TypeError, ValueError: before any agent runs, for bad input (naming it).
+        CassetteError: a cassette that cannot be replayed, before any agent runs.
         StepFailed: in strict mode, after every agent has finished, if any failed.
     """
     where = "trio_mesa.step_agents()"
+    require_trio_run(where, "aio_step_agents")
     resolved = resolve_policy(where, policy, options)
     entries = prepare(agents, None, (), {}, resolved.shuffle, where)
-    return await run_on_trio_host(entries, resolved)
+    with using_recording(where, cassette, record):
+        return await run_on_trio_host(entries, resolved)
 
 
 async def aio_step_agents(
-    agents: Iterable[Agent], *, policy: StepPolicy | None = None, **options: Any
+    agents: Iterable[Agent],
+    *,
+    policy: StepPolicy | None = None,
+    cassette: str | os.PathLike[str] | Recording | None = None,
+    record: str | None = None,
+    **options: Any,
 ) -> StepReport:
     """Asyncio twin of `step_agents`: await it from asyncio code.
 
     Steps every agent once (``astep()`` if it has one, else ``step()``), each in its own
     Trio task driven in guest mode on the running asyncio loop; asyncio-flavored
     ``astep`` coroutines run as tasks on that loop, so objects bound to it keep working.
-    Isolation, ``policy``, options and the returned `StepReport` are exactly as in
-    `step_agents`.
+    Isolation, ``policy``, ``cassette``, ``record``, options and the returned
+    `StepReport` are exactly as in `step_agents`.
 
     Cancellation: if the awaiting task is cancelled, every agent still running is
     cancelled (its asyncio task gets ``CancelledError``) and the call waits until all
@@ -113,7 +141,8 @@ async def aio_step_agents(
     where = "trio_mesa.aio_step_agents()"
     resolved = resolve_policy(where, policy, options)
     entries = prepare(agents, None, (), {}, resolved.shuffle, where)
-    return await run_on_asyncio_host(entries, resolved)
+    with using_recording(where, cassette, record):
+        return await run_on_asyncio_host(entries, resolved)
 
 
 # -- calling any method, keeping return values -------------------------------------------
@@ -135,9 +164,11 @@ async def call_agents(
     `trio_native`, anything else is sync. Return values are in each outcome's
     ``result``. Isolation and cancellation are as in `step_agents`. Options come only
     as ``policy=``: every other keyword argument is the method's own (``timeout=`` here
-    is passed to the method, not taken as a step option).
+    is passed to the method, not taken as a step option). Awaited outside a Trio run,
+    it raises RuntimeError naming `aio_call_agents`.
     """
     where = "trio_mesa.call_agents()"
+    require_trio_run(where, "aio_call_agents")
     resolved = resolve_policy(where, policy, {})
     entries = prepare(agents, method, args, kwargs, resolved.shuffle, where)
     return await run_on_trio_host(entries, resolved)
@@ -160,6 +191,26 @@ async def aio_call_agents(
     resolved = resolve_policy(where, policy, {})
     entries = prepare(agents, method, args, kwargs, resolved.shuffle, where)
     return await run_on_asyncio_host(entries, resolved)
+
+
+def require_trio_run(name: str, aio_twin: str) -> None:
+    """Raise a RuntimeError naming the asyncio twin when awaited outside a Trio run.
+
+    Awaited from asyncio, a Trio entry point would otherwise fail deep inside Trio with
+    an error that names neither the cause nor the fix.
+    """
+    if trio.lowlevel.in_trio_run():
+        return
+    try:
+        asyncio.get_running_loop()
+    except RuntimeError:
+        where = "outside any Trio run"
+    else:
+        where = "from asyncio"
+    raise RuntimeError(
+        f"{name} must be awaited inside a Trio run (trio.run), but was awaited {where}; "
+        f"in asyncio code use `await trio_mesa.{aio_twin}(...)` instead"
+    )
 
 
 def refuse_inside_event_loop(name: str) -> None:

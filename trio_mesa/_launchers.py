@@ -21,7 +21,7 @@ from typing import Any, Protocol
 
 import trio
 
-from ._attempts import AgentCall, Meters
+from ._attempts import AgentCall, Meters, park_trio
 from ._prepare import Entry
 from ._recorder import OutcomeRecorder
 from ._slots import SharedSlots, Slots
@@ -100,9 +100,11 @@ class TaskLauncher:
                 recorder.timed_out(i, agent, start, deadline, started=False)
             else:
                 if recorder.ledgers is not None:  # usage tracked: see _usage
-                    open_ledger(recorder.ledgers, i)  # this task's own context
+                    open_ledger(recorder.ledgers, i, agent)  # this task's own context
                 if turn is not None:
-                    await self.meters.run(turn, self.invoke(agent, call, deadline), trio.sleep)  # type: ignore[union-attr]
+                    await self.meters.run(  # type: ignore[union-attr]
+                        turn, self.invoke(agent, call, deadline), trio.sleep, park_trio
+                    )
                 else:
                     result = await self.invoke(agent, call, deadline)()
                     recorder.ok(i, agent, result, self.now() - start)
@@ -157,7 +159,7 @@ class TrioLauncher(TaskLauncher):
                 recorder.timed_out(i, agent, start, deadline, started=False)
             else:
                 if recorder.ledgers is not None:  # usage tracked: see _usage
-                    open_ledger(recorder.ledgers, i)  # this task's own context
+                    open_ledger(recorder.ledgers, i, agent)  # this task's own context
                 result = await call()
                 recorder.ok(i, agent, result, self.now() - start)
         except Exception as exc:
@@ -217,10 +219,10 @@ class InlineLauncher:
         async def inline() -> Any:
             return call()
 
-        token = _track(recorder, i)  # the spawner's context: reset below
+        token = _track(recorder, i, agent)  # the spawner's context: reset below
         try:
             with trio.CancelScope(deadline=step_deadline) as scope:
-                await step.meters.run(turn, inline, trio.sleep)  # type: ignore[union-attr]
+                await step.meters.run(turn, inline, trio.sleep, park_trio)  # type: ignore[union-attr]
         except Exception as exc:  # raised by a Retry(on=predicate), say: the agent's
             recorder.failed(i, agent, exc, start, attempts=max(turn.attempts, 1))
             return
@@ -249,7 +251,7 @@ class InlineLauncher:
             elif step.meters is not None:
                 await self._run_metered(i, step_deadline)
             else:
-                token = _track(recorder, i)  # the spawner's context: reset below
+                token = _track(recorder, i, agent)  # the spawner's context: reset below
                 try:
                     result = call()
                 except Exception as exc:
@@ -264,9 +266,9 @@ class InlineLauncher:
                 step.slots.give_back(i)
 
 
-def _track(recorder: OutcomeRecorder, i: int) -> Any:
+def _track(recorder: OutcomeRecorder, i: int, agent: Any) -> Any:
     """Agent ``i``'s ledger set in this context, if usage is tracked: the reset token."""
-    return None if recorder.ledgers is None else open_ledger(recorder.ledgers, i)
+    return None if recorder.ledgers is None else open_ledger(recorder.ledgers, i, agent)
 
 
 __all__ = ["InlineLauncher", "StepView", "TaskLauncher", "ThreadLauncher", "TrioLauncher"]

@@ -9,6 +9,12 @@ response's ``usage`` and litellm's ``response_cost`` (computed from litellm's co
 ``None`` for a model it does not know) and clears it, a failure only clears it; the
 step waits for pending calls before its report (`trio_mesa._scheduler`). litellm is
 imported only by `track_litellm_usage`, or by a step once the user imported it.
+
+Inside a step the request seam (`trio_mesa._seam`) is installed on litellm and takes
+each call's usage from the response as it passes, so no event is waited for: there the
+callback only counts the calls litellm starts (``log_pre_api_call``, in the agent's own
+context), so that a call that bypassed the seam is reported loudly at the step's end.
+The callback's own accounting remains for calls the seam does not see.
 """
 
 from __future__ import annotations
@@ -19,8 +25,9 @@ import threading
 from typing import Any
 
 from ._log import logger
+from ._seam_context import current_seam
 from ._text import describe_exception
-from ._usage import PENDING, add_call, current_ledger, ledger_lock, track_usage
+from ._usage import LITELLM_CALLS, PENDING, add_call, current_ledger, ledger_lock, track_usage
 
 _installed: Any = None  # our CustomLogger, once installed
 _install_lock = threading.Lock()
@@ -102,6 +109,11 @@ def _started(kwargs: Any) -> None:
     ledger = current_ledger.get()
     if ledger is None:
         return
+    seam = current_seam.get()
+    if seam is not None and seam.litellm:  # the seam takes usage as the response passes
+        with ledger_lock:
+            ledger[LITELLM_CALLS] += 1
+        return
     try:
         with ledger_lock:
             pending = ledger[PENDING]
@@ -115,6 +127,9 @@ def _started(kwargs: Any) -> None:
 def _ended(kwargs: Any, response: Any, ok: bool) -> None:
     ledger = current_ledger.get()
     if ledger is None:
+        return
+    seam = current_seam.get()
+    if seam is not None and seam.litellm:
         return
     try:
         call_id = _call_id(kwargs)

@@ -64,12 +64,26 @@ class StepPolicy:
             failure is transient (by default: rate limits, timeouts, connection errors,
             5xx), waiting the backoff or the ``Retry-After`` it asks for. Only that
             agent is called again; one that succeeded never is. ``None``: one attempt.
+            It runs the agent's step again, side effects included (tool calls, memory
+            writes): for failures of one LLM request prefer ``request_retry``.
+        request_retry: a `Retry` applied to each LLM request at the seam
+            (`trio_mesa._seam`): a request that fails transiently (a 408, 409, 429 or
+            5xx answer, a dropped connection, a timeout) is sent again there, after the
+            backoff or its ``Retry-After``, before the agent's code sees the failure,
+            so nothing the agent did before that request happens twice. Waits are
+            cancelled by the agent's ``timeout`` and the step ``deadline`` (the agent
+            then ends ``TIMED_OUT``). While it is set, mesa-llm's own endless retry is
+            bounded to one try (`trio_mesa.compat.bound_mesa_llm_retries`). Counted in
+            ``Usage.request_retries``. ``None`` (default): requests are not retried.
         rate_limit: a `RateLimit` every attempt passes first (shared across steps and
             models, like ``limiter``); a failure asking to wait (``Retry-After``)
             closes it for everyone until then.
-        breaker: a `CircuitBreaker`: after enough transient failures, attempts fail
-            at once with `CircuitOpen` (``FAILED``, no call made) until a probe
-            succeeds. The report lists when it opened, half-opened and closed.
+        breaker: a `CircuitBreaker`: when enough of the recent calls failed with an
+            outage (`is_outage`: 5xx, connection errors, timeouts; never a 429), no
+            call is made until a probe succeeds. An agent that meets it open waits for
+            the probe if its time limit allows, else ends ``FAILED`` with
+            `CircuitOpen` (no call made). The report lists when it opened,
+            half-opened and closed.
         hooks: `OutcomeHook` objects called for the steps this policy shapes, after the
             process-wide ones (`set_outcome_hooks`). ``()`` (default) adds none.
         abandon_threads: threads cannot be cancelled. With ``False`` (default) a thread
@@ -93,6 +107,7 @@ class StepPolicy:
     abandon_threads: bool = False
     shuffle: bool | None = None
     retry: Retry | None = None
+    request_retry: Retry | None = None
     rate_limit: RateLimit | None = None
     breaker: CircuitBreaker | None = None
     hooks: tuple[Any, ...] = ()
@@ -104,6 +119,7 @@ class StepPolicy:
             raise TypeError(f"shuffle must be True, False or None, not {shown(self.shuffle)}")
         for name, kind in (
             ("retry", Retry),
+            ("request_retry", Retry),
             ("rate_limit", RateLimit),
             ("breaker", CircuitBreaker),
         ):

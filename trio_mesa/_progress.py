@@ -49,7 +49,7 @@ class ProgressView:
             "ok": run.ok,
             "failed": run.failed,
             "in_flight": run.in_flight,
-            "tokens": usage.total_tokens,
+            "tokens": usage.total_tokens if usage.recorded else None,
             "cost": usage.cost,
             "eta": run.eta(),
             "stopped": run.stopped_because,
@@ -83,7 +83,8 @@ class ProgressView:
         line.append(f"agents ok {f['ok']}", style="green")
         line.append("  ")
         line.append(f"failed {f['failed']}", style="red" if f["failed"] else "")
-        line.append(f"  in flight {f['in_flight']}  tokens {f['tokens']:,}  {cost}")
+        tokens = "n/a" if f["tokens"] is None else f"{f['tokens']:,}"
+        line.append(f"  in flight {f['in_flight']}  tokens {tokens}  {cost}")
         parts: list[Any] = [head, line]
         if f["stopped"]:
             parts.append(Text(f"stopped: {f['stopped']}", style="yellow"))

@@ -46,6 +46,7 @@ class OutcomeRecorder:
         "now",
         "on_ok",
         "outcomes",
+        "seam",
         "step_deadline",
         "stop_reason",
         "stopped_by",
@@ -77,6 +78,7 @@ class OutcomeRecorder:
         # None when usage is not tracked (`track_usage`): then no agent gets a ledger.
         self.ledgers: list[list[Any] | None] | None = [None] * size if switch.on else None
         self.unsettled: list[int] = []  # agents that ended with litellm calls unlogged
+        self.seam: Any = None  # the step's request seam (`trio_mesa._seam`), once running
 
     @property
     def stopping(self) -> bool:
@@ -293,6 +295,7 @@ class OutcomeRecorder:
             self.model_step,
             duration,
             circuit_events,
+            0 if self.seam is None else self.seam.unattributed,
         )
         for hook in self.hooks.on_report:
             call_safely(hook, report)
@@ -306,13 +309,14 @@ class OutcomeRecorder:
             call_safely(hook, outcome)
         if self.fail_fast and self.stopped_by is None:
             self.stopped_by = outcome.agent
+            # A step-level record: none of the agent_* attributes, so a handler counting
+            # agent records (its own record is logged above) counts that agent once.
             logger.info(
                 "fail_fast: agent %s failed; cancelling the others",
                 safe_repr(outcome.unique_id),
                 extra={
-                    "agent_unique_id": outcome.unique_id,
-                    "agent_class": type(outcome.agent).__qualname__,
-                    "agent_status": outcome.status.value,
+                    "trio_mesa_event": "fail_fast",
+                    "first_failed_unique_id": outcome.unique_id,
                 },
             )
             if self.cancel_step is not None:

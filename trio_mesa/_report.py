@@ -2,15 +2,33 @@
 
 from __future__ import annotations
 
+import re
+import textwrap
 from collections import Counter
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any
 
+from ._breaker import CircuitOpen
 from ._errors import StepFailed
 from ._outcome import FAILURE_STATUSES, AgentOutcome, Status
-from ._text import CELL_LIMIT, describe_exception, exception_message, safe_str
+from ._text import (
+    CELL_LIMIT,
+    clean,
+    describe_exception,
+    exception_message,
+    one_line,
+    safe_repr,
+    safe_str,
+)
 from ._usage import Usage, sum_usage
+
+#: ``str()`` of a report fits a terminal this wide.
+WIDTH = 80
+#: Kinds of failure ``str(StepReport)`` lists before it points at ``to_records()``.
+MAX_KINDS = 20
+# What may differ between messages of one kind: agent ids, call numbers, addresses.
+_NUMBERS = re.compile(r"0x[0-9a-fA-F]+|\d+")
 
 
 @dataclass(frozen=True, slots=True, repr=False)
@@ -23,15 +41,22 @@ class StepReport:
         step: the model's ``steps`` counter when the step began, or ``None`` when the
             agents had no common model.
         duration: seconds the whole step took, on Trio's clock.
-        circuit_events: what the step's `CircuitBreaker` did during the step, as
-            ``(time, kind, reason)`` named tuples (``kind`` is ``"opened"``,
-            ``"half_open"`` or ``"closed"``; ``time`` in seconds since the step began).
+        circuit_events: what the step's `CircuitBreaker` did during the step, each
+            change once, as ``(time, kind, reason)`` named tuples (``kind`` is
+            ``"opened"``, ``"half_open"`` or ``"closed"``; ``time`` in seconds since the
+            step began, negative for a half-open due before the step that the step's
+            first attempt made).
+        unattributed_requests: LLM requests that passed through the request seam
+            during the step but were made outside any agent's call (by the model's own
+            code, say): sent untouched, neither recorded nor retried, their usage in no
+            agent's outcome.
     """
 
     outcomes: tuple[AgentOutcome, ...]
     step: int | None = None
     duration: float = 0.0
     circuit_events: tuple[Any, ...] = ()
+    unattributed_requests: int = 0
 
     def __len__(self) -> int:
         return len(self.outcomes)
@@ -75,8 +100,14 @@ class StepReport:
 
     @property
     def retried(self) -> tuple[AgentOutcome, ...]:
-        """Outcomes of agents whose call was tried more than once (a `Retry`)."""
-        return tuple(o for o in self.outcomes if o.attempts > 1)
+        """Outcomes of agents whose call was tried again (a `Retry`): made more than one
+        call, or made one that failed and were then refused the next by an open circuit
+        (``FAILED`` with `CircuitOpen`, ``attempts`` counting the calls made)."""
+        return tuple(
+            o
+            for o in self.outcomes
+            if o.attempts > 1 or (o.attempts and type(o.exception) is CircuitOpen)
+        )
 
     @property
     def attempts(self) -> int:
@@ -110,7 +141,11 @@ class StepReport:
             raise StepFailed(self._summary(), [o.exception for o in failed], self)  # type: ignore[misc]
 
     def to_records(self) -> list[dict[str, Any]]:
-        """One plain dict per outcome, ready for ``pandas.DataFrame(report.to_records())``."""
+        """One plain dict per outcome, ready for ``pandas.DataFrame(report.to_records())``.
+
+        ``prompt_tokens``, ``completion_tokens`` and ``cost`` are ``None`` (NaN in
+        pandas) for an agent with no recorded LLM call: unknown, not zero.
+        """
         records = []
         for o in self.outcomes:
             exc = o.exception
@@ -127,8 +162,10 @@ class StepReport:
                     "attempts": o.attempts,
                     "abandoned": o.abandoned,
                     "calls": o.usage.calls,
-                    "prompt_tokens": o.usage.prompt_tokens,
-                    "completion_tokens": o.usage.completion_tokens,
+                    # None, not 0, when nothing was recorded: unknown is not free
+                    # (pandas shows NaN; JSON null).
+                    "prompt_tokens": o.usage.prompt_tokens if o.usage.recorded else None,
+                    "completion_tokens": o.usage.completion_tokens if o.usage.recorded else None,
                     "cost": o.usage.cost,
                 }
             )
@@ -148,25 +185,28 @@ class StepReport:
         usage = self.usage
         if usage:
             line += f"; {usage}"
+        if self.unattributed_requests:
+            line += f"; {self.unattributed_requests} request(s) made outside any agent"
         return line
 
     def __str__(self) -> str:
-        lines = [self._summary()]
+        """The summary, then the agents that are not OK grouped by what happened to
+        them, every line at most 80 columns: one group per status and message (numbers
+        in messages, such as agent ids or call numbers, may differ within a group), its
+        agents' ids abbreviated. `to_records` and `outcomes` keep every detail."""
+        lines = fit_summary(self._summary())
         abandoned = self.abandoned
         if abandoned:
-            ids = ", ".join(safe_str(o.unique_id) for o in abandoned)
+            ids = id_list([o.unique_id for o in abandoned], WIDTH - 30)
             lines.append(
                 f"WARNING: {len(abandoned)} agent thread(s) still running after the step "
                 f"returned (agents {ids}); their side effects may still happen"
             )
         for event in self.circuit_events:
-            lines.append(
-                f"circuit {event.kind.replace('_', '-')} at +{event.time:.3f} s: {event.reason}"
-            )
+            lines.extend(wrap(_circuit_line(event)))
         rows = [o for o in self.outcomes if o.status is not Status.OK]
         if rows:
-            table = _rows_to_table(rows)
-            lines.extend(table)
+            lines.extend(_group_lines(rows))
         return "\n".join(lines)
 
     def __rich__(self) -> Any:
@@ -182,6 +222,10 @@ class StepReport:
         if self.abandoned:
             caption = (caption + "; " if caption else "") + (
                 f"WARNING: {len(self.abandoned)} agent thread(s) still running"
+            )
+        if self.circuit_events:
+            caption = "\n".join(
+                [*([caption] if caption else []), *map(_circuit_line, self.circuit_events)]
             )
         table = Table(title=self._summary(), caption=caption, show_lines=False)
         table.add_column("unique_id", no_wrap=True)
@@ -213,21 +257,100 @@ class StepReport:
         return table
 
 
-def _rows_to_table(rows: Sequence[AgentOutcome]) -> list[str]:
-    cells = [("unique_id", "class", "status", "exception")]
-    cells += [
-        (
-            safe_str(o.unique_id),
-            type(o.agent).__name__,
-            o.status.value + (" (thread abandoned)" if o.abandoned else ""),
-            describe_exception(o.exception, limit=CELL_LIMIT),
+def fit_summary(summary: str) -> list[str]:
+    """The summary line, its ``;``-separated parts on lines of their own when it is
+    wider than `WIDTH` (a part still too wide wrapped)."""
+    if len(summary) <= WIDTH:
+        return [summary]
+    head, *parts = summary.split("; ")
+    return [*wrap(head), *(line for p in parts for line in wrap(f"  {p}"))]
+
+
+def wrap(line: str) -> list[str]:
+    """``line`` in lines of at most `WIDTH` characters, continued with an indent."""
+    if len(line) <= WIDTH:
+        return [line]
+    return textwrap.wrap(line, WIDTH, subsequent_indent="    ", break_on_hyphens=False) or [""]
+
+
+def own_words(o: AgentOutcome) -> str:
+    """``"Type: message"`` for the outcome's exception, on one line, without the
+    ``agent ID (Class)`` that trio-mesa's own `AgentTimeout` and `AgentCancelled` put
+    first (a group's line names its agents itself); ``""`` without an exception."""
+    exc = o.exception
+    if exc is None:
+        return ""
+    name = type(exc).__name__
+    text = describe_exception(exc, limit=CELL_LIMIT)
+    prefix = f"{name}: agent {safe_repr(o.unique_id)} ({type(o.agent).__qualname__})"
+    if text.startswith(prefix):
+        text = f"{name}: {text[len(prefix) :].lstrip(': ')}"
+    return " ".join(text.split())
+
+
+def id_list(ids: Sequence[Any], room: int) -> str:
+    """Agent ids in at most ``room`` characters: integers sorted with runs as ``3-7``,
+    others in the order given, and ``and N more`` for what does not fit."""
+    if ids and all(type(u) is int for u in ids):
+        ordered = sorted(set(ids))
+        runs: list[list[int]] = []
+        for n in ordered:
+            if runs and n == runs[-1][-1] + 1:
+                runs[-1].append(n)
+            else:
+                runs.append([n])
+        items = [str(r[0]) if len(r) == 1 else f"{r[0]}-{r[-1]}" for r in runs]
+        sizes = [len(r) for r in runs]
+    else:
+        items = [safe_str(u, limit=40) for u in ids]
+        sizes = [1] * len(items)
+    total = sum(sizes)
+    shown: list[str] = []
+    used = 0
+    for item, size in zip(items, sizes, strict=True):
+        rest = total - used - size
+        text = ", ".join([*shown, item]) + (f" and {rest} more" if rest else "")
+        if shown and len(text) > room:
+            break
+        shown.append(item)
+        used += size
+    rest = total - used
+    return ", ".join(shown) + (f" and {rest} more" if rest else "")
+
+
+def _group_lines(rows: Sequence[AgentOutcome]) -> list[str]:
+    """Two lines per kind of outcome that is not OK (status, thread abandoned or not,
+    and the message with its numbers masked): how many agents and the first one's
+    exception, then which agents and their classes."""
+    groups: dict[tuple[Status, bool, str], list[tuple[AgentOutcome, str]]] = {}
+    for o in rows:
+        words = own_words(o)
+        groups.setdefault((o.status, o.abandoned, _NUMBERS.sub("#", words)), []).append((o, words))
+    order = list(Status)
+    kinds = sorted(groups.items(), key=lambda kv: (order.index(kv[0][0]), -len(kv[1])))
+    lines = []
+    for (status, abandoned, _), members in kinds[:MAX_KINDS]:
+        words = members[0][1]
+        label = status.value.replace("_", " ") + (" (thread abandoned)" if abandoned else "")
+        if not words and status is Status.SKIPPED:
+            words = "removed from the model before its turn"
+        # "e.g." when the messages differ (in numbers only): the first one is shown.
+        sep = ", e.g." if len({w for _, w in members}) > 1 else ":"
+        lines.append(one_line(f"  {len(members)} {label}{sep} {words or '-'}", WIDTH))
+        classes = sorted({clean(type(o.agent).__name__) for o, _ in members})
+        who = ", ".join(classes[:3]) + (f" and {len(classes) - 3} more" if len(classes) > 3 else "")
+        noun = "agent" if len(members) == 1 else "agents"
+        room = WIDTH - len(f"    {noun}  ({who})")
+        ids = id_list([o.unique_id for o, _ in members], max(room, 20))
+        lines.append(one_line(f"    {noun} {ids} ({who})", WIDTH))
+    if len(kinds) > MAX_KINDS:
+        lines.append(
+            f"  ... and {len(kinds) - MAX_KINDS} more kinds: report.to_records() has every agent"
         )
-        for o in rows
-    ]
-    widths = [max(len(r[i]) for r in cells) for i in range(3)]
-    out = []
-    for r in cells:
-        out.append(
-            "  " + "  ".join(c.ljust(w) for c, w in zip(r, widths, strict=False)) + "  " + r[3]
-        )
-    return out
+    return lines
+
+
+def _circuit_line(event: Any) -> str:
+    """One breaker event for ``str(report)``: when, relative to the step, and why."""
+    when = f"+{event.time:.3f} s" if event.time >= 0 else f"{-event.time:.3f} s before the step"
+    return f"circuit {event.kind.replace('_', '-')} at {when}: {event.reason}"

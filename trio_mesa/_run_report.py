@@ -3,21 +3,46 @@
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator
+import warnings
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from typing import Any
 
 from ._outcome import FAILURE_STATUSES, AgentOutcome, Status
-from ._report import StepReport
-from ._text import safe_str
+from ._report import WIDTH, StepReport, fit_summary, own_words, wrap
+from ._text import one_line, safe_str
 from ._usage import Usage, sum_usage
 
 
-def _counts(outcomes: Iterator[AgentOutcome]) -> dict[Status, int]:
+def _counts(outcomes: Iterable[AgentOutcome]) -> dict[Status, int]:
     counts = dict.fromkeys(Status, 0)
     for o in outcomes:
         counts[o.status] += 1
     return counts
+
+
+def _tokens(usage: Usage) -> str:
+    """A token count for a table cell: ``n/a`` when no call was recorded (unknown, not 0)."""
+    return str(usage.total_tokens) if usage.recorded else "n/a"
+
+
+class Outcomes(tuple[AgentOutcome, ...]):
+    """The tuple `ModelStep.outcomes` and `RunReport.outcomes` return.
+
+    ``outcomes`` was a method on those two and an attribute on `StepReport`; it is an
+    attribute (a property) on all three now. Calling it, the old spelling, still works
+    (an iterator, as before) but warns: drop the ``()``.
+    """
+
+    __slots__ = ()
+
+    def __call__(self) -> Iterator[AgentOutcome]:
+        warnings.warn(
+            "outcomes is a property now (as on StepReport): write .outcomes, not .outcomes()",
+            DeprecationWarning,
+            stacklevel=2,
+        )
+        return iter(self)
 
 
 @dataclass(frozen=True, slots=True, repr=False)
@@ -36,15 +61,19 @@ class ModelStep:
     reports: tuple[StepReport, ...] = ()
     duration: float = 0.0
 
-    def outcomes(self) -> Iterator[AgentOutcome]:
-        """Every agent outcome of this model step, report after report."""
+    @property
+    def outcomes(self) -> Outcomes:
+        """Every agent outcome of this model step, report after report (a tuple)."""
+        return Outcomes(self._outcomes())
+
+    def _outcomes(self) -> Iterator[AgentOutcome]:
         for report in self.reports:
             yield from report.outcomes
 
     @property
     def counts(self) -> dict[Status, int]:
         """Outcomes per status over this step's reports, every `Status` present."""
-        return _counts(self.outcomes())
+        return _counts(self._outcomes())
 
     @property
     def usage(self) -> Usage:
@@ -59,12 +88,12 @@ class ModelStep:
     @property
     def retries(self) -> int:
         """Attempts beyond each agent's first (what a `Retry` added)."""
-        return sum(o.attempts - 1 for o in self.outcomes() if o.attempts > 1)
+        return sum(o.attempts - 1 for o in self._outcomes() if o.attempts > 1)
 
     @property
     def lost(self) -> int:
         """Agent-steps that did not succeed (``FAILED``, ``TIMED_OUT``, ``CANCELLED``)."""
-        return sum(1 for o in self.outcomes() if o.status in FAILURE_STATUSES)
+        return sum(1 for o in self._outcomes() if o.status in FAILURE_STATUSES)
 
     def __repr__(self) -> str:
         agents = sum(len(r) for r in self.reports)
@@ -103,15 +132,41 @@ class RunReport:
         """Every `StepReport` of the run, in order."""
         return tuple(r for s in self.steps for r in s.reports)
 
-    def outcomes(self) -> Iterator[AgentOutcome]:
-        """Every agent outcome of the run, in order."""
+    @property
+    def outcomes(self) -> Outcomes:
+        """Every agent outcome of the run, in order (a tuple)."""
+        return Outcomes(self._outcomes())
+
+    def _outcomes(self) -> Iterator[AgentOutcome]:
         for s in self.steps:
-            yield from s.outcomes()
+            yield from s._outcomes()
 
     @property
     def counts(self) -> dict[Status, int]:
         """Outcomes per status over the whole run, every `Status` present (zeros too)."""
-        return _counts(self.outcomes())
+        return _counts(self._outcomes())
+
+    @property
+    def failures_by_type(self) -> dict[str, tuple[int, str]]:
+        """Why agent-steps were lost: exception type name -> ``(count, example)``,
+        the commonest first, over the ``FAILED``, ``TIMED_OUT`` and ``CANCELLED``
+        outcomes of the run. ``example`` is the first such outcome's message, on one
+        line (at most 500 characters), with the step and agent it came from:
+        ``"step 3, agent 7: Rate limit reached"``. `to_records` has every message."""
+        found: dict[str, list[Any]] = {}
+        for s in self.steps:
+            for o in s._outcomes():
+                if o.status not in FAILURE_STATUSES:
+                    continue
+                name = type(o.exception).__name__
+                if name in found:
+                    found[name][0] += 1
+                    continue
+                words = own_words(o).removeprefix(name).removeprefix(": ")
+                where = f"step {s.step}, agent {safe_str(o.unique_id, limit=40)}"
+                found[name] = [1, one_line(f"{where}: {words}" if words else where, 500)]
+        order = sorted(found, key=lambda name: -found[name][0])
+        return {name: (found[name][0], found[name][1]) for name in order}
 
     @property
     def agent_steps(self) -> int:
@@ -141,7 +196,7 @@ class RunReport:
     def usage_by_agent(self) -> dict[Any, Usage]:
         """Each agent's `Usage` summed over the run, keyed by ``unique_id`` (the ledger)."""
         ledger: dict[Any, list[Usage]] = {}
-        for o in self.outcomes():
+        for o in self._outcomes():
             ledger.setdefault(o.unique_id, []).append(o.usage)
         return {uid: sum_usage(us) for uid, us in ledger.items()}
 
@@ -179,6 +234,10 @@ class RunReport:
             "lost": self.lost,
             "attempts": self.attempts,
             "retries": self.retries,
+            "failures_by_type": {
+                name: {"count": n, "example": example}
+                for name, (n, example) in self.failures_by_type.items()
+            },
             "usage": {
                 "calls": usage.calls,
                 "prompt_tokens": usage.prompt_tokens,
@@ -209,16 +268,16 @@ class RunReport:
         stopped = f" stopped_because={self.stopped_because!r}" if self.stopped_because else ""
         return (
             f"<RunReport steps={len(self.steps)}/{self.requested} {counts or 'empty'} "
-            f"tokens={self.usage.total_tokens}{stopped} duration={self.duration:.6g}>"
+            f"tokens={_tokens(self.usage)}{stopped} duration={self.duration:.6g}>"
         )
 
     def __str__(self) -> str:
-        lines = [self._summary()]
+        lines = fit_summary(self._summary())
         usage = self.usage
         if usage:
-            lines.append(f"usage: {usage}")
+            lines += wrap(f"usage: {usage}")
         if self.stopped_because:
-            lines.append(f"stopped early: {self.stopped_because}")
+            lines += wrap(f"stopped early: {self.stopped_because}")
         lines.append(
             f"  {'step':>4}  {'ok':>6}  {'failed':>6}  {'timed':>6}  "
             f"{'cancel':>6}  {'retry':>5}  {'tokens':>8}  {'s':>7}"
@@ -228,9 +287,19 @@ class RunReport:
             lines.append(
                 f"  {s.step:>4}  {c[Status.OK]:>6}  {c[Status.FAILED]:>6}  "
                 f"{c[Status.TIMED_OUT]:>6}  {c[Status.CANCELLED]:>6}  {s.retries:>5}  "
-                f"{s.usage.total_tokens:>8}  {s.duration:>7.3f}"
+                f"{_tokens(s.usage):>8}  {s.duration:>7.3f}"
             )
+        lines += self._failure_lines()
         return "\n".join(lines)
+
+    def _failure_lines(self) -> list[str]:
+        kinds = self.failures_by_type
+        if not kinds:
+            return []
+        lines = ["lost agent-steps by exception type:"]
+        for name, (n, example) in kinds.items():
+            lines.append(one_line(f"  {n:>6}  {name}, e.g. {example}", WIDTH))
+        return lines
 
     def __rich__(self) -> Any:
         """Render as a rich ``Table``, one row per model step, like ``str()``.
@@ -242,6 +311,7 @@ class RunReport:
         notes = [f"usage: {self.usage}"] if self.usage else []
         if self.stopped_because:
             notes.append(f"stopped early: {self.stopped_because}")
+        notes += self._failure_lines()
         caption = "\n".join(notes) or None
         table = Table(title=self._summary(), caption=caption)
         for name in ("step", "ok", "failed", "timed out", "cancelled", "retries", "tokens", "s"):
@@ -255,7 +325,7 @@ class RunReport:
                 str(c[Status.TIMED_OUT]),
                 str(c[Status.CANCELLED]),
                 str(s.retries),
-                str(s.usage.total_tokens),
+                _tokens(s.usage),
                 f"{s.duration:.3f}",
             )
         return table

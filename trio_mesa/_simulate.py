@@ -52,6 +52,7 @@ from ._flavor import Flavor, step_plan
 from ._hooks import step_watch
 from ._outcome import FAILURE_STATUSES, AgentOutcome, Status
 from ._policy import StepPolicy, resolve_policy
+from ._recording import using_recording
 from ._report import StepReport
 from ._run_report import ModelStep, RunReport
 from ._usage import NO_USAGE, Usage, track_usage
@@ -351,6 +352,8 @@ def simulate(
     progress: bool | None = None,
     policy: StepPolicy | None = None,
     clock: trio.abc.Clock | None = None,
+    cassette: Any = None,
+    record: str | None = None,
     **options: Any,
 ) -> RunReport:
     """Run ``model.step()`` ``steps`` times with every agent step going through trio-mesa.
@@ -374,11 +377,19 @@ def simulate(
     stderr is a terminal and rich is installed; ``True``: always, rich needed; ``False``:
     never).
 
+    ``cassette`` (a file path, or a `Recording` from `use_cassette`) records or
+    replays every LLM request the agents make during the run, by ``record`` mode
+    (``"none"``, ``"once"`` (default), ``"new_episodes"``, ``"all"``), keyed by (agent
+    ``unique_id``, that agent's call number in the run): see `use_cassette`. With no
+    server, proxy or ``api_base`` change: ``record="none"`` runs offline.
+
     Returns:
         A `RunReport`.
 
     Raises:
         TypeError, ValueError: bad arguments (naming them), before the first step.
+        CassetteError: a cassette that cannot be replayed (missing, truncated,
+            edited), naming file, line and field, before the first step.
         RuntimeError: called from inside a running event loop (use `aio_simulate`).
         ImportError: ``progress=True`` without rich.
         Whatever ``model.step()`` raises (a `StepFailed` in strict mode, say) ends the
@@ -400,7 +411,8 @@ def simulate(
         )
         box.append(await _trio_run(run, resolved, show))
 
-    trio.run(main, clock=clock)
+    with using_recording(where, cassette, record):
+        trio.run(main, clock=clock)
     return box[0]
 
 
@@ -469,13 +481,15 @@ async def aio_simulate(
     budget: Budget | None = None,
     progress: bool | None = None,
     policy: StepPolicy | None = None,
+    cassette: Any = None,
+    record: str | None = None,
     **options: Any,
 ) -> RunReport:
     """Asyncio twin of `simulate`: await it on your loop; agents run on that loop.
 
-    Arguments, budget, progress and the returned `RunReport` are as in `simulate` (no
-    ``clock``: the run is in real time). Each ``model.step()`` runs in a worker thread
-    (the loop's default executor is not used: one thread of the run's own), and the
+    Arguments, budget, progress, cassette and the returned `RunReport` are as in
+    `simulate` (no ``clock``: the run is in real time). Each ``model.step()`` runs in a
+    worker thread (the loop's default executor is not used: one thread of the run's own), and the
     agent-set steps it makes run on the awaiting loop, as `aio_step_agents` would, so
     objects bound to that loop keep working across steps.
 
@@ -518,6 +532,7 @@ async def aio_simulate(
     from concurrent.futures import ThreadPoolExecutor
 
     with (
+        using_recording(where, cassette, record),
         _scoped(run, resolved, stepper),
         _progress_shown(run, show),
         ThreadPoolExecutor(1, thread_name_prefix="trio-mesa-simulate") as pool,

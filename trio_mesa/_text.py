@@ -22,6 +22,8 @@ from typing import Any
 # starts a sequence that can move the cursor, clear the screen or set the title).
 _CONTROL = re.compile(r"[\x00-\x08\x0b-\x1f\x7f-\x9f]")
 
+_BREAKS = re.compile(r"\s*[\t\n\r\f\v\u0085\u2028\u2029]\s*")
+
 # What a table cell shows of one message; `to_records` and logs keep it all.
 CELL_LIMIT = 500
 
@@ -79,6 +81,15 @@ def safe_repr(obj: object, *, limit: int | None = None) -> str:
     return clean(_call(obj, "__repr__"), limit)
 
 
+def one_line(text: str, width: int) -> str:
+    """``text`` on one line of at most ``width`` characters: each line break or tab,
+    with the whitespace around it, made one space (runs of spaces are kept, so columns
+    stay aligned), and a longer text ending in ``...``. For text already made safe
+    (`clean` keeps newlines and tabs, which a one-line view cannot)."""
+    text = _BREAKS.sub(" ", text)
+    return text if len(text) <= width else text[: max(0, width - 3)] + "..."
+
+
 def add_note(exc: BaseException, note: str) -> None:
     """``exc.add_note(note)``, unless the agent's exception refuses notes (its
     ``__notes__`` is not a list, or ``add_note`` is overridden and raises): the outcome
@@ -93,6 +104,7 @@ __all__ = [
     "clean",
     "describe_exception",
     "exception_message",
+    "one_line",
     "safe_repr",
     "safe_str",
 ]

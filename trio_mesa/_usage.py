@@ -5,10 +5,14 @@ copied into its worker thread, and into the tasks litellm's logging spawns from 
 names the agent's ledger: whatever reports an LLM call there (`record_usage`, or the
 litellm callback in `trio_mesa._litellm_usage`) adds to that agent, with no change to
 agent code. A ledger is a plain list (built at C speed on the hot path):
-``[calls, prompt_tokens, completion_tokens, known_cost, unpriced_calls, pending]``,
-where ``pending`` is the set of litellm call ids started but not yet logged (litellm
-logs a call's success from a task or thread of its own, after the call has returned),
-or ``None``. The recorder freezes a ledger into a `Usage` when the agent's outcome is
+``[calls, prompt_tokens, completion_tokens, known_cost, unpriced_calls, pending,
+agent, requests, request_retries, litellm_calls]``, where ``pending`` is the set of
+litellm call ids started but not yet logged (litellm logs a call's success from a task
+or thread of its own, after the call has returned), or ``None``; ``agent`` is the
+agent's ``unique_id`` and the last three are what the request seam
+(`trio_mesa._seam`) counts in this step: HTTP requests it saw, requests it retried, and
+litellm calls started (a call litellm made without passing the seam shows as more calls
+than requests). The recorder freezes a ledger into a `Usage` when the agent's outcome is
 built, and again at the step's end for agents whose calls were still pending.
 """
 
@@ -27,6 +31,7 @@ current_ledger: contextvars.ContextVar[list[Any] | None] = contextvars.ContextVa
 ledger_lock = threading.Lock()
 
 CALLS, PROMPT, COMPLETION, KNOWN_COST, UNPRICED, PENDING = range(6)
+AGENT, REQUESTS, REQUEST_RETRIES, LITELLM_CALLS = range(6, 10)
 
 
 class _Switch:
@@ -59,12 +64,20 @@ class Usage:
     cost is unknown adds its tokens and counts in ``unpriced_calls``, never a made-up
     price.
 
+    Nothing recorded (``Usage()``, falsy, ``recorded`` is ``False``) means unknown, not
+    free: the agent's client may report nothing (usage is tracked for litellm and
+    `record_usage` only), so its ``cost`` is ``None`` and ``str()`` says "tokens n/a,
+    cost unknown". The token fields stay ``0`` so that sums still add up.
+
     Attributes:
         calls: completed LLM calls reported (a call that raised reports nothing).
         prompt_tokens: input tokens billed, summed.
         completion_tokens: output tokens billed, summed.
         known_cost: the summed cost of the calls whose cost is known (USD for litellm).
         unpriced_calls: calls whose cost is unknown (a model not in the cost map).
+        request_retries: requests the seam sent again after a transient failure
+            (``StepPolicy(request_retry=...)``); step retries are the outcomes'
+            ``attempts``, counted apart.
     """
 
     calls: int = 0
@@ -72,12 +85,19 @@ class Usage:
     completion_tokens: int = 0
     known_cost: float = 0.0
     unpriced_calls: int = 0
+    request_retries: int = 0
+
+    @property
+    def recorded(self) -> bool:
+        """Whether any call was recorded; ``False``: the figures are unknown, not 0."""
+        return bool(self.calls or self.prompt_tokens or self.completion_tokens)
 
     @property
     def cost(self) -> float | None:
-        """The total cost, or ``None`` when any call's cost is unknown (then
-        ``known_cost`` is what the priced calls cost: a lower bound)."""
-        return None if self.unpriced_calls else self.known_cost
+        """The total cost, or ``None`` when it is unknown: nothing was recorded, or
+        some call's cost is unknown (then ``known_cost`` is what the priced calls cost:
+        a lower bound)."""
+        return None if self.unpriced_calls or not self.recorded else self.known_cost
 
     @property
     def total_tokens(self) -> int:
@@ -93,12 +113,17 @@ class Usage:
             self.completion_tokens + other.completion_tokens,
             self.known_cost + other.known_cost,
             self.unpriced_calls + other.unpriced_calls,
+            self.request_retries + other.request_retries,
         )
 
     def __bool__(self) -> bool:
-        return bool(self.calls or self.prompt_tokens or self.completion_tokens)
+        return bool(
+            self.calls or self.prompt_tokens or self.completion_tokens or self.request_retries
+        )
 
     def __str__(self) -> str:
+        if not self.recorded:
+            return "no LLM calls recorded: tokens n/a, cost unknown"
         cost = self.cost
         if cost is not None:
             money = f"${cost:.4f}"
@@ -106,9 +131,10 @@ class Usage:
             money = f"cost unknown for {self.unpriced_calls} call(s)"
             if self.known_cost:
                 money += f", ${self.known_cost:.4f} for the rest"
+        retried = f", {self.request_retries} request(s) retried" if self.request_retries else ""
         return (
             f"{self.calls} call(s), {self.prompt_tokens} prompt + "
-            f"{self.completion_tokens} completion tokens, {money}"
+            f"{self.completion_tokens} completion tokens, {money}{retried}"
         )
 
     def to_dict(self) -> dict[str, Any]:
@@ -121,30 +147,35 @@ class Usage:
             "cost": self.cost,
             "known_cost": self.known_cost,
             "unpriced_calls": self.unpriced_calls,
+            "request_retries": self.request_retries,
         }
 
 
 NO_USAGE = Usage()
 
 
-def new_ledger() -> list[Any]:
-    return [0, 0, 0, 0.0, 0, None]
+def new_ledger(agent: Any = None) -> list[Any]:
+    return [0, 0, 0, 0.0, 0, None, agent, 0, 0, 0]
 
 
-def open_ledger(ledgers: list[Any], i: int) -> contextvars.Token[list[Any] | None]:
-    """Give agent ``i`` a fresh ledger in ``ledgers`` and make it this context's current
-    one (set it in the agent's own task: worker threads copy the context); the token
-    resets it where the context is shared (inline agents run in the spawner's)."""
-    ledgers[i] = ledger = new_ledger()
+def open_ledger(ledgers: list[Any], i: int, agent: Any) -> contextvars.Token[list[Any] | None]:
+    """Give agent ``i`` (``agent``) a fresh ledger in ``ledgers`` and make it this
+    context's current one (set it in the agent's own task: worker threads copy the
+    context); the token resets it where the context is shared (inline agents run in
+    the spawner's). The ledger names the agent (its ``unique_id``), so the request seam
+    knows whose request it sees. The one place every launcher opens an agent's context."""
+    ledgers[i] = ledger = new_ledger(getattr(agent, "unique_id", None))
     return current_ledger.set(ledger)
 
 
 def freeze(ledger: list[Any] | None) -> Usage:
     """The ledger's figures as a `Usage` (the shared empty one when nothing was reported)."""
-    if ledger is None or not (ledger[CALLS] or ledger[PROMPT] or ledger[COMPLETION]):
+    if ledger is None or not (
+        ledger[CALLS] or ledger[PROMPT] or ledger[COMPLETION] or ledger[REQUEST_RETRIES]
+    ):
         return NO_USAGE
     with ledger_lock:
-        return Usage(ledger[0], ledger[1], ledger[2], ledger[3], ledger[4])
+        return Usage(ledger[0], ledger[1], ledger[2], ledger[3], ledger[4], ledger[8])
 
 
 def add_call(
@@ -207,7 +238,7 @@ def record_usage(
 
 def sum_usage(usages: Any) -> Usage:
     """The sum of an iterable of `Usage` values (the empty one if there are none)."""
-    calls = prompt = completion = unpriced = 0
+    calls = prompt = completion = unpriced = retries = 0
     known = 0.0
     for u in usages:
         if u is NO_USAGE:
@@ -217,9 +248,10 @@ def sum_usage(usages: Any) -> Usage:
         completion += u.completion_tokens
         known += u.known_cost
         unpriced += u.unpriced_calls
-    if not (calls or prompt or completion):
+        retries += u.request_retries
+    if not (calls or prompt or completion or retries):
         return NO_USAGE
-    return Usage(calls, prompt, completion, known, unpriced)
+    return Usage(calls, prompt, completion, known, unpriced, retries)
 
 
 __all__ = ["Usage", "record_usage", "track_usage"]

@@ -15,13 +15,15 @@ reply, byte for byte, and with a faulty scenario overlays that plan's faults on 
 
 Modules: ``_app`` (the ASGI app), ``_replies`` (request validation and OpenAI-shaped
 replies), ``_log`` (the request log), ``_scenarios`` (the server's named scenarios),
-``_cassette`` (the cassette file), ``_proxy`` (upstream forwarding and replay),
-``_server`` (uvicorn on loopback), ``_cli`` (the ``serve`` command).
+``_cassette`` (the cassette file: a re-export of ``trio_mesa``'s own), ``_proxy``
+(upstream forwarding and replay), ``_server`` (uvicorn on loopback), ``_cli`` (the
+``serve`` command).
 """
 
 from typing import TYPE_CHECKING, Any
 
-from ._cassette import Cassette, CassetteError, Exchange
+from trio_mesa._cassette import Cassette, CassetteError, Exchange
+
 from ._log import FaultLog, RequestRecord
 from ._scenarios import SERVER_SCENARIOS
 

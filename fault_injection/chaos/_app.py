@@ -17,6 +17,12 @@ before any of them. Every request is recorded in a `FaultLog` (``GET /_chaos/log
 any of the three answers once no chat request is in flight; ``GET /_chaos/stats``
 counts requests by status and fault, and reports the quota's bucket).
 
+Call numbers, the log and the replay position last as long as the server: a second client
+run against it continues each agent's count (its faults are the plan's later ones, and
+replay runs out of recording). ``POST /_chaos/reset`` (`ChaosApp.reset`) starts a new
+run as if the server had just started; it is explicit because no server can tell where
+one client run ends (clients reconnect, and a resumed run must keep its numbers).
+
 With a `Quota` (``quota=``, or the ``quota`` scenario), the app is a provider with a
 real request quota: a token bucket on ``time.monotonic`` (see `TokenBucket`) is checked
 before anything else, and a request that finds it empty is answered at once with 429,
@@ -71,6 +77,7 @@ from ._log import (
 from ._proxy import (
     Hold,
     Refusal,
+    ReplaySource,
     Served,
     Source,
     UpstreamSource,
@@ -240,6 +247,7 @@ class ChaosApp:
         self.quota = quota_from_value(quota)
         if self.quota is None and isinstance(scenario, str):
             self.quota = SERVER_QUOTAS.get(scenario)
+        self._clock = clock
         self.bucket = None if self.quota is None else TokenBucket(self.quota, clock)
         self.scenario = resolve_server_scenario(scenario)
         self.plan = FaultPlan(self.scenario, seed)
@@ -265,9 +273,32 @@ class ChaosApp:
                 Route("/_chaos/faults", self._faults, methods=["GET"]),
                 Route("/_chaos/health", self._health, methods=["GET"]),
                 Route("/_chaos/stats", self._stats, methods=["GET"]),
+                Route("/_chaos/reset", self._reset, methods=["POST"]),
             ],
             exception_handlers={HTTPException: self._http_error, Exception: self._server_error},
         )
+
+    def reset(self) -> None:
+        """Start a new client run, as if the server had just started: every agent's next
+        call is its call 1 again (so it meets the plan's first fates, and replay serves
+        the cassette from its start), the log is emptied (its file truncated), the
+        quota's bucket is full. Call it on the serving loop (``POST /_chaos/reset``, or
+        `ChaosServer.reset`), or before the first request.
+
+        Raises:
+            RuntimeError: a request is in flight, or a cassette is being recorded (its
+                agents' call numbers would repeat in it: record a new cassette instead).
+        """
+        if isinstance(self.source, UpstreamSource) and self.source.writer is not None:
+            raise RuntimeError(
+                "cannot reset while recording a cassette: each agent's call numbers would "
+                "start again in the same file; stop the server and record a new one"
+            )
+        self.log.reset()
+        if self.quota is not None:
+            self.bucket = TokenBucket(self.quota, self._clock)
+        if isinstance(self.source, ReplaySource):
+            self.source.replay.reset()
 
     async def aclose(self) -> None:
         """Release what the reply source holds on the serving loop (the upstream's HTTP
@@ -382,6 +413,15 @@ class ChaosApp:
     async def _stats(self, request: Request) -> Any:
         head = await self._describe(request)
         return JSONResponse({**head, **self.stats()})
+
+    async def _reset(self, request: Request) -> Any:
+        # ?wait_idle=SECONDS: wait for requests in flight to end first (as on the GETs).
+        await self._describe(request)
+        try:
+            self.reset()
+        except RuntimeError as exc:
+            return _error_response(409, f"Not reset: {exc}.", "conflict")
+        return JSONResponse({"status": "reset", **(await self._describe(request))})
 
     # -- chat completions -------------------------------------------------------------
 

@@ -191,7 +191,9 @@ def run_serve(args: argparse.Namespace) -> int:
             limit += f"{server.app.source.describe()}; "
         sys.stderr.write(
             f"chaos server: scenario {server.scenario.name!r}, seed {server.seed}; {limit}"
-            f"OpenAI api_base {server.api_base}; fault log at {server.base_url}/_chaos/log\n"
+            f"OpenAI api_base {server.api_base}; fault log at {server.base_url}/_chaos/log; "
+            f"each agent's calls are counted from the start: POST {server.base_url}"
+            "/_chaos/reset before another client run\n"
         )
         sys.stderr.flush()
         while not stop.wait(0.5):

@@ -91,9 +91,29 @@ class FaultLog:
         self._calls: dict[int | None, int] = {}
         self._in_flight = 0
         self._cond = threading.Condition()
+        self._path = path
         self._file: TextIO | None = None
         if path is not None:
             self._file = open(path, "w", encoding="utf-8")  # noqa: SIM115 - closed by close()
+
+    def reset(self) -> None:
+        """Start afresh, as a new log: no records, every agent's next call numbered 1,
+        the log file (if any) truncated.
+
+        Raises:
+            RuntimeError: a request is in flight (its record would be lost, and its
+                agent's next call misnumbered).
+        """
+        with self._cond:
+            if self._in_flight:
+                raise RuntimeError(
+                    f"{self._in_flight} request(s) in flight: reset once the client is done"
+                )
+            self._records.clear()
+            self._calls.clear()
+            if self._file is not None:
+                self._file.seek(0)
+                self._file.truncate()
 
     def start(
         self, agent: int | None, planned: str, fault: str, model: str, *, numbered: bool = True

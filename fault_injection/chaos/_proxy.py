@@ -22,6 +22,8 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any, NamedTuple
 
+from trio_mesa._cassette import first_difference
+
 from .._scenario import FaultKind, Scenario
 from ._cassette import Cassette, CassetteWriter, Exchange, kept_headers
 from ._log import RequestRecord
@@ -38,7 +40,6 @@ FORWARDED_HEADERS = (
 )
 
 REPLAY_MODES = ("strict", "lenient")
-_SHOWN = 80  # characters of each value a difference shows
 
 
 class Upstream:
@@ -114,54 +115,6 @@ class Upstream:
             self._client = None
 
 
-def _show(value: Any) -> str:
-    text = json.dumps(value, ensure_ascii=False) if not isinstance(value, str) else repr(value)
-    return text if len(text) <= _SHOWN else text[: _SHOWN - 3] + "..."
-
-
-def first_difference(recorded: Any, received: Any, path: str = "$") -> str | None:
-    """Where two JSON values first differ, as ``PATH: recorded X, received Y``, or ``None``.
-
-    Objects compare key by key in sorted order, arrays item by item; each value shown is
-    cut to 80 characters. Two strings that share a long opening are shown from a little
-    before the first character that differs (``PATH (from character N): ...``).
-    """
-    if isinstance(recorded, dict) and isinstance(received, dict):
-        for key in sorted(set(recorded) | set(received)):
-            where = f"{path}.{key}"
-            if key not in received:
-                return f"{where}: recorded {_show(recorded[key])}, received nothing"
-            if key not in recorded:
-                return f"{where}: recorded nothing, received {_show(received[key])}"
-            found = first_difference(recorded[key], received[key], where)
-            if found:
-                return found
-        return None
-    if isinstance(recorded, list) and isinstance(received, list):
-        for i, (a, b) in enumerate(zip(recorded, received, strict=False)):
-            found = first_difference(a, b, f"{path}[{i}]")
-            if found:
-                return found
-        if len(recorded) != len(received):
-            return f"{path}: recorded {len(recorded)} items, received {len(received)}"
-        return None
-    if recorded == received and type(recorded) is type(received):
-        return None
-    if isinstance(recorded, str) and isinstance(received, str):
-        # Long prompts differ deep inside: show where, not their identical openings.
-        at = next(
-            (i for i, (a, b) in enumerate(zip(recorded, received, strict=False)) if a != b),
-            min(len(recorded), len(received)),
-        )
-        if at > _SHOWN // 2:
-            start = at - _SHOWN // 4
-            return (
-                f"{path} (from character {at}): recorded {_show('...' + recorded[start:])}, "
-                f"received {_show('...' + received[start:])}"
-            )
-    return f"{path}: recorded {_show(recorded)}, received {_show(received)}"
-
-
 def _kind(request: dict[str, Any]) -> tuple[bool, Any]:
     fmt = request.get("response_format")
     return wants_tool_call(request), fmt.get("type") if isinstance(fmt, dict) else None
@@ -188,6 +141,12 @@ class Replay:
         self._lock = threading.Lock()
         self._used: dict[int | None, set[int]] = {}
         self._last: dict[int | None, int] = {}  # the latest call served, per agent
+
+    def reset(self) -> None:
+        """Forget which replies were served: the next run replays from the start."""
+        with self._lock:
+            self._used.clear()
+            self._last.clear()
 
     def lookup(
         self, agent: int | None, call: int, body: dict[str, Any]
@@ -233,6 +192,13 @@ class Replay:
                 self._last[agent] = max(self._last.get(agent, 0), chosen.call)
         return chosen, first_difference(chosen.request, body)
 
+
+#: Why a second client run against one server runs out of recording: said in the error.
+SECOND_RUN_HINT = (
+    " Calls are numbered from the server's start or its last reset, so a second client "
+    "run against the same server continues the count: POST /_chaos/reset (or "
+    "ChaosServer.reset()) between runs, or restart the server."
+)
 
 #: The ``fault`` a `FaultLog` records for a request replay refused.
 REPLAY_DIVERGED = "replay_diverged"
@@ -406,6 +372,7 @@ class ReplaySource:
                 message = (
                     f"Replay: {who}, call {call}: the cassette {path} has no successful "
                     f"reply of this kind ({_describe_kind(body)}) of {who} left to serve."
+                    f"{SECOND_RUN_HINT}"
                 )
                 return Refusal(message, REPLAY_EXHAUSTED)
             detail = f"recorded call {exchange.call}" + (f"; differs at {diff}" if diff else "")
@@ -415,7 +382,7 @@ class ReplaySource:
                 recorded = len(self.replay.cassette.calls(agent))
                 message = (
                     f"Replay: {who}, call {call} is beyond the recording: the cassette {path} "
-                    f"has {recorded} call(s) of {who}."
+                    f"has {recorded} call(s) of {who}.{SECOND_RUN_HINT}"
                 )
                 return Refusal(message, REPLAY_EXHAUSTED)
             detail = ""

@@ -13,6 +13,7 @@ the plan back to turn it into tool calls) is attributed to the same agent.
 from __future__ import annotations
 
 import json
+import math
 import re
 from typing import Any
 
@@ -21,7 +22,6 @@ from .._plan import CallRandom
 #: mesa-llm puts ``'agent_unique_id': N`` in every observation it sends; our replies
 #: write ``agent_unique_id: N``.
 _AGENT_ID = re.compile(r"""agent_unique_id['"]?\s*[:=]\s*(-?\d+)""")
-_QUOTED_WORD = re.compile(r"'([A-Za-z][A-Za-z0-9_-]*)'")
 
 
 #: Bounds on what one request can make the server build: a schema's nesting and size,
@@ -261,37 +261,253 @@ def _pick_tool(body: dict[str, Any], rng: CallRandom) -> dict[str, Any]:
 
 
 def value_for(schema: Any, rng: CallRandom, name: str, agent: int | None) -> Any:
-    """A value that satisfies a (simple) JSON schema, drawn from ``rng``."""
-    if not isinstance(schema, dict):
+    """A value that satisfies the JSON schema ``schema``, drawn from ``rng`` (so the
+    same request, whose ``rng`` is keyed by agent and call, gets the same value).
+
+    What it honours: ``const``, ``enum``, local ``$ref`` (``#/$defs/...``,
+    ``#/definitions/...``), ``allOf`` (merged), ``anyOf``/``oneOf`` (the first branch
+    that is not ``null``), ``type`` (a list: its first type other than ``null``);
+    objects' ``required`` properties (all of ``properties`` when nothing is required;
+    ``additionalProperties`` for a required name it does not list); arrays'
+    ``minItems``/``maxItems``, ``uniqueItems``, ``prefixItems`` (or a list of
+    ``items``); numbers' ``minimum``/``maximum``, ``exclusiveMinimum``/
+    ``exclusiveMaximum`` and ``multipleOf``; strings' ``minLength``/``maxLength``,
+    common ``format`` values, and ``examples``/``default``. A string with none of these
+    is one of the options the description quotes (``'North'``, ``"A"``: how mesa-llm
+    tools list them), else text naming the agent. A ``pattern`` is not generated
+    (``examples`` that match it are the way to satisfy one). At most
+    `MAX_REPLY_VALUES` values are built, however ``$ref`` nests.
+    """
+    return _Values(schema, rng, agent).value(schema, name, 0)
+
+
+# Options a description lists in quotes: 'North', "A", `buy`. No spaces inside, so
+# apostrophes in prose ("the agent's own 'choice'") are not taken for quotes.
+_QUOTED_OPTION = re.compile(r"""(['"`])([A-Za-z0-9][A-Za-z0-9_.-]*)\1""")
+
+_FORMATS = {
+    "date-time": "2025-01-01T00:00:00Z",
+    "date": "2025-01-01",
+    "time": "12:00:00Z",
+    "email": "agent@example.com",
+    "idn-email": "agent@example.com",
+    "hostname": "example.com",
+    "idn-hostname": "example.com",
+    "ipv4": "127.0.0.1",
+    "ipv6": "::1",
+    "uri": "https://example.com/",
+    "iri": "https://example.com/",
+    "uri-reference": "https://example.com/",
+    "duration": "PT1S",
+}
+
+
+def _number_or_none(value: Any) -> float | None:
+    if isinstance(value, bool) or not isinstance(value, int | float):
         return None
-    if schema.get("enum"):
-        return rng.choice(schema["enum"])
-    for key in ("anyOf", "oneOf"):
-        if schema.get(key):
-            return value_for(schema[key][0], rng, name, agent)
-    kind = schema.get("type")
-    if isinstance(kind, list):
-        kind = next((k for k in kind if k != "null"), "string")
-    if kind == "object" or "properties" in schema:
-        props = schema.get("properties") or {}
-        required = schema.get("required") or list(props)
-        return {k: value_for(props.get(k, {}), rng, k, agent) for k in required}
-    if kind == "array":
-        # Two items unless the schema says otherwise: an [x, y] position is the common case.
+    return float(value) if math.isfinite(value) else None
+
+
+class _Values:
+    """One reply's value, built from one root schema: `$ref` resolves against it, and
+    a budget bounds how many values it can make."""
+
+    def __init__(self, root: Any, rng: CallRandom, agent: int | None) -> None:
+        self.root = root
+        self.rng = rng
+        self.agent = agent
+        self.budget = MAX_REPLY_VALUES
+
+    def resolve(self, schema: Any, depth: int) -> Any:
+        """``schema`` with local ``$ref`` followed and ``allOf`` merged in."""
+        while isinstance(schema, dict) and isinstance(schema.get("$ref"), str):
+            if depth > MAX_SCHEMA_DEPTH:
+                return {}
+            depth += 1
+            target = self._pointer(schema["$ref"])
+            rest = {k: v for k, v in schema.items() if k != "$ref"}
+            schema = {**target, **rest} if isinstance(target, dict) and rest else target
+        if isinstance(schema, dict) and isinstance(schema.get("allOf"), list):
+            merged = {k: v for k, v in schema.items() if k != "allOf"}
+            for part in schema["allOf"]:
+                part = self.resolve(part, depth + 1)
+                if not isinstance(part, dict):
+                    continue
+                for key, value in part.items():
+                    if key == "properties" and isinstance(value, dict):
+                        merged["properties"] = {**(merged.get("properties") or {}), **value}
+                    elif key == "required" and isinstance(value, list):
+                        merged["required"] = [*(merged.get("required") or []), *value]
+                    else:
+                        merged.setdefault(key, value)
+            schema = merged
+        return schema
+
+    def _pointer(self, ref: str) -> Any:
+        if not ref.startswith("#"):
+            return {}  # a remote reference: nothing to follow
+        node = self.root
+        for part in ref[1:].split("/")[1:]:
+            part = part.replace("~1", "/").replace("~0", "~")
+            if not isinstance(node, dict) or part not in node:
+                return {}
+            node = node[part]
+        return node
+
+    def value(self, schema: Any, name: str, depth: int) -> Any:
+        self.budget -= 1
+        schema = self.resolve(schema, depth)
+        if not isinstance(schema, dict) or depth > MAX_SCHEMA_DEPTH:
+            return None
+        rng = self.rng
+        if "const" in schema:
+            return schema["const"]
+        if isinstance(schema.get("enum"), list) and schema["enum"]:
+            return rng.choice(schema["enum"])
+        for key in ("anyOf", "oneOf"):
+            branches = schema.get(key)
+            if isinstance(branches, list) and branches:
+                resolved = [self.resolve(b, depth + 1) for b in branches]
+                chosen = next((b for b in resolved if not _is_null(b)), resolved[0])
+                return self.value(chosen, name, depth + 1)
+        kind = schema.get("type")
+        if isinstance(kind, list):
+            kind = next((k for k in kind if k != "null"), "null")
+        if kind == "null":
+            return None
+        if kind == "object" or "properties" in schema:
+            return self._object(schema, depth)
+        if kind == "array":
+            return self._array(schema, name, depth)
+        if kind in ("integer", "number"):
+            return _number(schema, rng, integer=kind == "integer")
+        if kind == "boolean":
+            return rng.random() < 0.5
+        return self._string(schema, name)
+
+    def _object(self, schema: dict[str, Any], depth: int) -> dict[str, Any]:
+        props = schema.get("properties")
+        props = props if isinstance(props, dict) else {}
+        extra = schema.get("additionalProperties")
+        required = schema.get("required")
+        keys = required if isinstance(required, list) and required else list(props)
+        out: dict[str, Any] = {}
+        for key in keys:
+            if isinstance(key, str) and key not in out:
+                sub = props.get(key, extra if isinstance(extra, dict) else {})
+                out[key] = self.value(sub, key, depth + 1)
+        return out
+
+    def _array(self, schema: dict[str, Any], name: str, depth: int) -> list[Any]:
         count = _item_count(schema)
-        return [value_for(schema.get("items", {}), rng, name, agent) for _ in range(count)]
-    if kind == "integer":
-        return int(rng.random() * 3)
-    if kind == "number":
-        return round(rng.random() * 3, 2)
-    if kind == "boolean":
-        return rng.random() < 0.5
-    # A string: mesa-llm's tools list their options in quotes in the description.
-    options = _QUOTED_WORD.findall(str(schema.get("description", "")))
-    if options:
-        return rng.choice(options)
-    who = f"agent_unique_id: {agent}" if agent is not None else "an agent"
-    return f"{name} of {who}"
+        prefix = schema.get("prefixItems")
+        items = schema.get("items", {})
+        if isinstance(items, list):  # draft 4's tuple form
+            prefix, items = items, schema.get("additionalItems", {})
+        prefix = prefix if isinstance(prefix, list) else []
+        count = max(count, min(len(prefix), MAX_ITEMS))
+        unique = schema.get("uniqueItems") is True
+        out: list[Any] = []
+        for i in range(count):
+            if self.budget <= 0:
+                break
+            sub = prefix[i] if i < len(prefix) else items
+            value = self.value(sub, name, depth + 1)
+            for _ in range(10):  # uniqueItems: draw again, a few times, on a repeat
+                if not unique or value not in out:
+                    break
+                value = self.value(sub, name, depth + 1)
+            out.append(value)
+        return out
+
+    def _string(self, schema: dict[str, Any], name: str) -> str:
+        rng = self.rng
+        low = schema.get("minLength")
+        high = schema.get("maxLength")
+        low = low if isinstance(low, int) and not isinstance(low, bool) else 0
+        high = high if isinstance(high, int) and not isinstance(high, bool) else None
+
+        def fits(text: Any) -> bool:
+            return isinstance(text, str) and low <= len(text) <= (high or len(text))
+
+        examples = schema.get("examples")
+        candidates = [e for e in examples if fits(e)] if isinstance(examples, list) else []
+        if not candidates and fits(schema.get("default")):
+            candidates = [schema["default"]]
+        if not candidates and fits(_FORMATS.get(str(schema.get("format")))):
+            candidates = [_FORMATS[str(schema.get("format"))]]
+        if not candidates and schema.get("format") == "uuid":
+            digits = "".join(f"{int(rng.random() * 16):x}" for _ in range(32))
+            candidates = [
+                f"{digits[:8]}-{digits[8:12]}-4{digits[13:16]}-a{digits[17:20]}-{digits[20:]}"
+            ]
+        if not candidates:
+            options = _QUOTED_OPTION.findall(str(schema.get("description", "")))
+            candidates = [o for _, o in options if fits(o)]
+        if candidates:
+            return rng.choice(candidates)
+        who = f"agent_unique_id: {self.agent}" if self.agent is not None else "an agent"
+        text = f"{name} of {who}"
+        if len(text) < low:
+            text += "." * (low - len(text))
+        return text if high is None else text[:high]
+
+
+def _is_null(schema: Any) -> bool:
+    return isinstance(schema, dict) and schema.get("type") == "null"
+
+
+def _number(schema: dict[str, Any], rng: CallRandom, *, integer: bool) -> int | float:
+    """A number within the schema's bounds (three apart when only one is given, 0 to 2
+    when none is), a ``multipleOf`` when it asks for one."""
+    low, high = _number_or_none(schema.get("minimum")), _number_or_none(schema.get("maximum"))
+    low_open = high_open = False
+    for key, is_low in (("exclusiveMinimum", True), ("exclusiveMaximum", False)):
+        bound = schema.get(key)
+        if bound is True:  # draft 4: the plain bound is exclusive
+            low_open, high_open = (True, high_open) if is_low else (low_open, True)
+            continue
+        bound = _number_or_none(bound)
+        if bound is None:
+            continue
+        if is_low and (low is None or bound >= low):
+            low, low_open = bound, True
+        elif not is_low and (high is None or bound <= high):
+            high, high_open = bound, True
+    if low is None and high is None:
+        low, high = 0.0, 2.0
+    elif low is None:
+        low = high - 2 if high is not None else 0.0
+    elif high is None:
+        high = low + 2
+    assert low is not None and high is not None
+    step = _number_or_none(schema.get("multipleOf"))
+    if integer:
+        first = math.floor(low) + 1 if low_open and low == math.floor(low) else math.ceil(low)
+        last = math.ceil(high) - 1 if high_open and high == math.ceil(high) else math.floor(high)
+        if step is not None and step > 0 and step == int(step):
+            k_first, k_last = math.ceil(first / step), math.floor(last / step)
+            if k_first <= k_last:
+                return int(step) * (k_first + int(rng.random() * (k_last - k_first + 1)))
+        return first + int(rng.random() * (last - first + 1)) if first <= last else first
+    if step is not None and step > 0:
+        k_first, k_last = math.ceil(low / step), math.floor(high / step)
+        # A float multiple the way a validator checks it: value / step a whole number.
+        fine = [
+            v
+            for k in range(k_first, min(k_last, k_first + 50) + 1)
+            for v in (k * step, round(k * step, 10))
+            if (v / step) == int(v / step) and _inside(v, low, high, low_open, high_open)
+        ]
+        if fine:
+            return rng.choice(fine)
+    value = round(low + rng.random() * (high - low), 2)
+    return value if _inside(value, low, high, low_open, high_open) else (low + high) / 2
+
+
+def _inside(value: float, low: float, high: float, low_open: bool, high_open: bool) -> bool:
+    above = low < value or (value == low and not low_open)
+    return above and (value < high or (value == high and not high_open))
 
 
 def _plan_text(body: dict[str, Any], agent: int | None, rng: CallRandom) -> str:

@@ -11,6 +11,7 @@ prints its base URL as the first line of stdout, and stops cleanly on SIGINT or 
 from __future__ import annotations
 
 import asyncio
+import concurrent.futures
 import contextlib
 import ipaddress
 import socket
@@ -168,6 +169,33 @@ class ChaosServer:
         flight (waiting at most ``wait_idle`` seconds)."""
         self.log.wait_idle(wait_idle)
         return self.app.stats()
+
+    def reset(self, wait_idle: float | None = 10.0) -> None:
+        """Start a new client run (`ChaosApp.reset`: call numbers from 1, an empty log,
+        a full quota, replay from the cassette's start), once no request is in flight
+        (waiting at most ``wait_idle`` seconds). Runs on the serving loop, so it never
+        lands between a request's numbering and its record.
+
+        Raises:
+            RuntimeError: a request is still in flight, or a cassette is being recorded.
+        """
+        self.log.wait_idle(wait_idle)
+        loop = self.app._loop
+        if loop is None or self._thread is None or not loop.is_running():
+            self.app.reset()
+            return
+        done: concurrent.futures.Future[None] = concurrent.futures.Future()
+
+        def reset() -> None:
+            try:
+                self.app.reset()
+            except BaseException as exc:
+                done.set_exception(exc)
+            else:
+                done.set_result(None)
+
+        loop.call_soon_threadsafe(reset)
+        done.result(timeout=30)  # the loop answers at once unless it is stopping
 
     def start(self) -> ChaosServer:
         """Bind, listen, and serve from a daemon thread; returns ``self``."""
