@@ -118,6 +118,13 @@ class _AioBatch:
         for task in self.tasks:
             task.cancel()
 
+    # KI-protected: a Ctrl-C landing between creating an agent's coroutine and recording
+    # its task left a coroutine never awaited, a pending task destroyed, and the batch
+    # waiting forever for agents that never started (asyncio callbacks on a trio-asyncio
+    # loop run in a Trio task, where Trio raises KeyboardInterrupt wherever it lands).
+    # Trio delivers it to the main task instead, which cancels the step as usual. The
+    # eager start of each agent, up to its first await, is covered too.
+    @trio.lowlevel.enable_ki_protection
     def _start_tasks(self) -> None:
         if self.cancelling:  # cancelled before anything started: nothing to run or wait for
             for entry in self.entries:
