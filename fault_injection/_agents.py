@@ -132,8 +132,10 @@ class FakeLLMModel(mesa.Model):
         quota: the provider's `TokenBucket` (``None`` without ``scenario.quota``), on
             ``clock`` divided by ``scale``: model seconds, like the quota's rate.
         tally: successful agent steps so far (each OK outcome adds exactly one).
-        running: ``unique_id``s whose step code is executing right now.
+        running: the ``unique_id`` of every agent whose step code is executing right now.
         aio_tasks: the asyncio tasks asyncio-flavored steps ran in.
+        datacollector: a Mesa ``DataCollector`` with one model reporter, ``tally``,
+            collected at the end of each `step`.
     """
 
     def __init__(
@@ -153,6 +155,7 @@ class FakeLLMModel(mesa.Model):
         self.tally = 0
         self.running: set[int] = set()
         self.aio_tasks: list[Any] = []
+        self.datacollector = mesa.DataCollector(model_reporters={"tally": "tally"})
         side = max(1, math.ceil(math.sqrt(plan.agents)))
         self.grid = OrthogonalMooreGrid((side, side), torus=True, random=self.random)
         for uid in range(1, plan.agents + 1):
@@ -164,10 +167,41 @@ class FakeLLMModel(mesa.Model):
 
     @classmethod
     def from_scenario(
-        cls, scenario: Scenario, seed: int | None = None, *, scale: float = 1.0
+        cls,
+        scenario: Scenario | str,
+        seed: int | None = None,
+        *,
+        scale: float = 1.0,
+        agents: int | None = None,
     ) -> FakeLLMModel:
-        """The model for ``scenario`` with ``seed`` (default: the scenario's)."""
+        """The model for ``scenario`` (or the name of one of `SCENARIOS`) with ``seed``
+        (default: the scenario's), with ``agents`` agents if given.
+
+        A picklable factory for `trio_mesa.sweep`: ``sweep(FakeLLMModel.from_scenario,
+        {"scenario": "flaky", "agents": [10, 20]}, steps, seeds=range(3), ...)``;
+        `expected_run` with the same scenario, seed and agents is each run's oracle.
+        """
+        if isinstance(scenario, str):
+            from ._scenarios import SCENARIOS
+
+            if scenario not in SCENARIOS:
+                raise ValueError(
+                    f"no scenario named {scenario!r}; the named ones are {', '.join(SCENARIOS)}"
+                )
+            scenario = SCENARIOS[scenario]
+        if agents is not None:
+            scenario = scenario.replace(agents=agents)
         return cls(FaultPlan(scenario, seed), scale=scale)
+
+    def step(self) -> None:
+        """Step every agent once (``shuffle_do("step")``), then collect ``tally``.
+
+        Meant for `trio_mesa.simulate` (and `trio_mesa.sweep`), whose patched
+        ``shuffle_do`` steps every flavor through trio-mesa; `run_scenario` steps the
+        agents itself and never calls this.
+        """
+        self.agents.shuffle_do("step")
+        self.datacollector.collect(self)
 
     def work_snapshot(self) -> dict[int, int]:
         """``unique_id`` -> number of steps of work the agent has recorded so far."""

@@ -14,16 +14,21 @@ import trio.testing
 from hypothesis import given
 from hypothesis import strategies as st
 
-from trio_mesa._breaker import BreakerEvent, CircuitBreaker, CircuitOpen
+from trio_mesa._breaker import MAX_EVENTS, BreakerEvent, CircuitBreaker, CircuitOpen
 
 
-class RateLimitError(Exception):
-    pass
+class InternalServerError(Exception):
+    status_code = 500
 
 
 def fail(b: CircuitBreaker, *times: float, exc: BaseException | None = None) -> None:
     for t in times:
-        b.record_failure(t, exc or RateLimitError("429 slow down"))
+        b.record_failure(t, exc or InternalServerError("500 boom"))
+
+
+def ok(b: CircuitBreaker, *times: float) -> None:
+    for t in times:
+        b.record_success(t)
 
 
 # -- validation ------------------------------------------------------------------------
@@ -32,9 +37,13 @@ def fail(b: CircuitBreaker, *times: float, exc: BaseException | None = None) -> 
 @pytest.mark.parametrize(
     ("kwargs", "error", "words"),
     [
-        ({"failures": 0}, ValueError, ["failures", "0"]),
-        ({"failures": 2.5}, TypeError, ["failures", "2.5"]),
-        ({"failures": True}, TypeError, ["failures", "True"]),
+        ({"failure_rate": 0}, ValueError, ["failure_rate", "0"]),
+        ({"failure_rate": 1.5}, ValueError, ["failure_rate", "1.5"]),
+        ({"failure_rate": math.nan}, ValueError, ["failure_rate", "nan"]),
+        ({"failure_rate": "50%"}, TypeError, ["failure_rate", "'50%'"]),
+        ({"min_calls": 0}, ValueError, ["min_calls", "0"]),
+        ({"min_calls": 2.5}, TypeError, ["min_calls", "2.5"]),
+        ({"min_calls": True}, TypeError, ["min_calls", "True"]),
         ({"window": 0}, ValueError, ["window", "0"]),
         ({"window": -1}, ValueError, ["window", "-1"]),
         ({"window": math.inf}, ValueError, ["window", "inf"]),
@@ -43,6 +52,7 @@ def fail(b: CircuitBreaker, *times: float, exc: BaseException | None = None) -> 
         ({"reset_after": "30"}, TypeError, ["reset_after", "'30'"]),
         ({"probes": 0}, ValueError, ["probes", "0"]),
         ({"probes": None}, TypeError, ["probes", "None"]),
+        ({"failures": 5, "min_calls": 5}, TypeError, ["failures", "min_calls"]),
     ],
 )
 def test_bad_input_names_field_and_value(
@@ -56,54 +66,110 @@ def test_bad_input_names_field_and_value(
 
 def test_defaults() -> None:
     b = CircuitBreaker()
-    assert (b.failures, b.window, b.reset_after, b.probes) == (5, 10.0, 30.0, 1)
+    assert (b.failure_rate, b.min_calls, b.window, b.reset_after, b.probes) == (
+        0.5,
+        20,
+        10.0,
+        30.0,
+        1,
+    )
     assert b.state == "closed"
-    assert (b.opened_at, b.reset_at, b.reason, b.events) == (None, None, "", [])
-    assert "state='closed'" in repr(b)
+    assert (b.opened_at, b.reset_at, b.reason, b.events, b.openings) == (None, None, "", [], 0)
+    assert repr(b) == (
+        "CircuitBreaker(failure_rate=0.5, min_calls=20, window=10, reset_after=30, "
+        "probes=1, state='closed')"
+    )
+
+
+def test_parameters_are_keywords() -> None:
+    with pytest.raises(TypeError):
+        CircuitBreaker(5, 10, 30)  # type: ignore[misc]
+
+
+def test_the_old_failures_spelling_warns_and_means_min_calls() -> None:
+    with pytest.warns(DeprecationWarning, match=r"failures=5 is read as min_calls=5"):
+        b = CircuitBreaker(failures=5, window=10, reset_after=30)
+    assert (b.min_calls, b.failure_rate) == (5, 0.5)
+    with pytest.warns(DeprecationWarning, match="use min_calls"):
+        assert b.failures == 5
+    # A provider that is down opens it after the same five failures as before.
+    fail(b, 0.0, 0.1, 0.2, 0.3)
+    assert b.state == "closed"
+    fail(b, 0.4)
+    assert b.state == "open"
+    with pytest.raises(ValueError, match="failures"):  # checked before it warns
+        CircuitBreaker(failures=0)
 
 
 # -- the cycle -------------------------------------------------------------------------
 
 
-def test_failures_within_the_window_open_it() -> None:
-    b = CircuitBreaker(failures=3, window=10, reset_after=30)
-    fail(b, 0.0, 5.0)
-    assert b.before_attempt(9.0) is False
-    fail(b, 10.0)  # the failure at 0.0 is exactly `window` old: no longer counted
-    assert b.state == "closed"
-    fail(b, 11.0)  # 5, 10, 11
+def test_it_opens_on_the_failure_rate_once_the_window_holds_min_calls() -> None:
+    b = CircuitBreaker(failure_rate=0.5, min_calls=4, window=10, reset_after=30)
+    fail(b, 0.0, 1.0, 2.0)
+    assert b.state == "closed"  # 3 of 3 failed, but fewer than min_calls verdicts
+    ok(b, 3.0, 4.0, 5.0)
+    fail(b, 6.0)  # 4 of 7 failed: 57%
     assert b.state == "open"
-    assert (b.opened_at, b.reset_at) == (11.0, 41.0)
-    assert b.reason == "3 transient failures within 10s, the last RateLimitError: 429 slow down"
-    assert b.events == [BreakerEvent(11.0, "opened", b.reason)]
+    assert (b.opened_at, b.reset_at, b.openings) == (6.0, 36.0, 1)
+    assert b.reason == "4 of 7 calls within 10s failed; the last InternalServerError: 500 boom"
+    assert b.events == [BreakerEvent(6.0, "opened", b.reason)]
 
 
-def test_open_fails_fast_with_a_message_saying_since_when_why_and_until_when() -> None:
-    b = CircuitBreaker(failures=2, reset_after=30)
-    fail(b, 1.0, 2.0, exc=TimeoutError("read timed out"))
+def test_a_low_failure_rate_never_opens_it() -> None:
+    b = CircuitBreaker(failure_rate=0.5, min_calls=4, window=10)
+    for k in range(1000):  # one call a second, every fourth fails: at most 3 of 10
+        if k % 4 == 3:
+            fail(b, float(k))
+        else:
+            ok(b, float(k))
+    assert (b.state, b.events) == ("closed", [])
+
+
+def test_verdicts_leave_the_window_after_window_seconds() -> None:
+    b = CircuitBreaker(failure_rate=0.5, min_calls=3, window=10)
+    ok(b, 0.0, 0.0, 0.0, 0.0)
+    fail(b, 5.0, 6.0, 7.0)  # 3 of 7
+    assert b.state == "closed"
+    fail(b, 10.0)  # the successes at 0.0 are exactly `window` old: gone; 4 of 4
+    assert b.state == "open"
+    assert b.reason.startswith("4 of 4 calls within 10s failed")
+
+
+def test_open_fails_fast_with_times_relative_to_the_refused_attempt() -> None:
+    b = CircuitBreaker(min_calls=2, reset_after=30)
+    fail(b, 1000.0, 1002.0, exc=TimeoutError("read timed out"))
     with pytest.raises(CircuitOpen) as info:
-        b.before_attempt(31.9)
+        b.before_attempt(1031.5)
     e = info.value
-    assert (e.opened_at, e.reset_at, e.half_open) == (2.0, 32.0, False)
-    assert e.reason == "2 transient failures within 10s, the last TimeoutError: read timed out"
+    assert (e.opened_at, e.reset_at, e.half_open, e.now, e.opening) == (
+        1002.0,
+        1032.0,
+        False,
+        1031.5,
+        1,
+    )
+    assert e.reason == "2 of 2 calls within 10s failed; the last TimeoutError: read timed out"
+    # No raw clock reading, no repeat of the failure: the step's events say that once.
     assert str(e) == (
-        "circuit open since t=2.000 after 2 transient failures within 10s, the last "
-        "TimeoutError: read timed out; half-opens at t=32.000"
+        "circuit open, half-opens in 0.500 s (opened 29.500 s ago: 2 of 2 calls within "
+        "10s failed); no call made"
     )
     assert isinstance(e, Exception)
 
 
 def test_half_open_admits_one_probe_and_a_success_closes_it() -> None:
-    b = CircuitBreaker(failures=1, reset_after=30)
+    b = CircuitBreaker(min_calls=1, reset_after=30)
     fail(b, 0.0)
     assert b.state_at(29.0) == "open"
     assert b.state_at(30.0) == "half_open"
     assert b.state == "open"  # state_at changes nothing
     assert b.before_attempt(30.5) is True  # the probe
     assert b.state == "half_open"
-    with pytest.raises(CircuitOpen, match=r"half-open since t=30\.000") as info:
+    with pytest.raises(CircuitOpen) as info:
         b.before_attempt(30.6)
     assert info.value.half_open
+    assert str(info.value).startswith("circuit half-open, every probe call in flight")
     b.record_success(31.0, probe=True)
     assert b.state == "closed"
     assert b.before_attempt(31.1) is False
@@ -116,92 +182,152 @@ def test_half_open_admits_one_probe_and_a_success_closes_it() -> None:
 
 
 def test_a_failed_probe_reopens_for_another_reset_after() -> None:
-    b = CircuitBreaker(failures=1, reset_after=10)
+    b = CircuitBreaker(min_calls=1, reset_after=10)
     fail(b, 0.0)
     assert b.before_attempt(12.0) is True
     b.record_failure(13.0, ConnectionResetError("reset by peer"), probe=True)
-    assert (b.state, b.opened_at, b.reset_at) == ("open", 13.0, 23.0)
-    assert b.reason == "a probe call failed: ConnectionResetError: reset by peer"
-    with pytest.raises(CircuitOpen):
+    assert (b.state, b.opened_at, b.reset_at, b.openings) == ("open", 13.0, 23.0, 2)
+    assert b.reason == "a probe call failed; the last ConnectionResetError: reset by peer"
+    with pytest.raises(CircuitOpen) as info:
         b.before_attempt(22.0)
+    assert info.value.opening == 2
     assert b.before_attempt(23.0) is True
     assert [e.kind for e in b.events] == ["opened", "half_open", "opened", "half_open"]
 
 
-def test_closing_forgets_the_failures_counted_before() -> None:
-    b = CircuitBreaker(failures=2, window=100, reset_after=1)
+def test_several_probes_decide_by_the_failure_rate() -> None:
+    b = CircuitBreaker(failure_rate=0.5, min_calls=1, reset_after=5, probes=3)
+    fail(b, 0.0)
+    assert [b.before_attempt(5.0) for _ in range(3)] == [True, True, True]
+    with pytest.raises(CircuitOpen):
+        b.before_attempt(5.0)
+    b.record_success(6.0, probe=True)
+    assert b.state == "half_open"  # two failures could still make 2 of 3
+    b.record_failure(6.5, InternalServerError("x"), probe=True)
+    assert b.state == "half_open"
+    with pytest.raises(CircuitOpen):  # a slot with a verdict is not given again
+        b.before_attempt(6.6)
+    b.record_success(7.0, probe=True)  # 1 of 3 failed
+    assert b.state == "closed"
+    assert b.events[-1].reason == "2 of 3 probe calls succeeded"
+    fail(b, 8.0)  # the window was forgotten when it closed; min_calls=1: 1 of 1
+    assert b.state == "open"
+    assert [b.before_attempt(13.0) for _ in range(3)] == [True, True, True]
+    fail(b, 13.5, exc=InternalServerError("a"))
+    b.record_failure(13.6, InternalServerError("b"), probe=True)
+    b.record_failure(13.7, InternalServerError("c"), probe=True)  # 2 of 3: reopen at once
+    assert (b.state, b.opened_at) == ("open", 13.7)
+    assert b.reason == "2 of 3 probe calls failed; the last InternalServerError: c"
+
+
+def test_closing_forgets_the_verdicts_counted_before() -> None:
+    b = CircuitBreaker(min_calls=2, window=100, reset_after=1)
     fail(b, 0.0, 0.5)
     assert b.before_attempt(2.0)
     b.record_success(2.0, probe=True)
     fail(b, 3.0)
-    assert b.state == "closed"  # one failure since it closed, not three
+    assert b.state == "closed"  # one verdict since it closed, not three
 
 
 def test_release_frees_the_probe_slot_without_a_verdict() -> None:
-    b = CircuitBreaker(failures=1, reset_after=5)
+    b = CircuitBreaker(min_calls=1, reset_after=5)
     fail(b, 0.0)
     assert b.before_attempt(5.0) is True
-    b.release(probe=True)  # e.g. cancelled, or a non-transient failure
+    b.release(probe=True)  # e.g. cancelled, a 429, or a non-outage failure
     assert b.state == "half_open"
     assert b.before_attempt(6.0) is True
 
 
-def test_probes_admits_that_many_at_a_time() -> None:
-    b = CircuitBreaker(failures=1, reset_after=5, probes=2)
-    fail(b, 0.0)
-    assert [b.before_attempt(5.0), b.before_attempt(5.0)] == [True, True]
-    with pytest.raises(CircuitOpen):
-        b.before_attempt(5.0)
-    b.release(probe=True)
-    assert b.before_attempt(5.5) is True
-
-
 def test_late_calls_started_before_it_opened_do_not_move_it() -> None:
-    b = CircuitBreaker(failures=2, reset_after=10)
+    b = CircuitBreaker(min_calls=2, reset_after=10)
     slow = b.before_attempt(0.0)  # a slow call, admitted while closed
     assert slow is False
     fail(b, 1.0, 2.0)
-    b.record_failure(3.0, RateLimitError("late"), probe=slow)  # open: not counted
-    assert (b.opened_at, b.reason.endswith("429 slow down")) == (2.0, True)
+    b.record_failure(3.0, InternalServerError("late"), probe=slow)  # open: not counted
+    assert (b.opened_at, b.reason.endswith("500 boom")) == (2.0, True)
     assert b.before_attempt(12.0) is True  # half-open, the probe in flight
     b.record_success(12.5, probe=slow)  # the slow call finally answers: proves little
     assert b.state == "half_open"
-    b.record_failure(12.6, RateLimitError("late"), probe=False)
+    b.record_failure(12.6, InternalServerError("late"), probe=False)
     assert b.state == "half_open"
     b.record_success(13.0, probe=True)
     assert b.state == "closed"
 
 
 def test_reset_after_zero_half_opens_at_once() -> None:
-    b = CircuitBreaker(failures=1, reset_after=0)
+    b = CircuitBreaker(min_calls=1, reset_after=0)
     fail(b, 4.0)
     assert b.before_attempt(4.0) is True
 
 
 def test_long_messages_are_shortened_in_the_reason() -> None:
-    b = CircuitBreaker(failures=1)
-    fail(b, 0.0, exc=RateLimitError("x" * 1000))
+    b = CircuitBreaker(min_calls=1)
+    fail(b, 0.0, exc=InternalServerError("x" * 1000))
     assert len(b.reason) < 300
     assert b.reason.endswith("... (800 more characters)")
 
 
 def test_circuit_open_pickles() -> None:
-    e = CircuitOpen(1.0, 31.0, "5 transient failures within 10s", half_open=True)
+    e = CircuitOpen(1.0, 31.0, "5 of 6 calls within 10s failed", half_open=True, now=2.0, opening=3)
     back = pickle.loads(pickle.dumps(e))
-    assert (back.opened_at, back.reset_at, back.reason, back.half_open, str(back)) == (
+    assert (back.opened_at, back.reset_at, back.reason, back.half_open, back.now) == (
         1.0,
         31.0,
-        "5 transient failures within 10s",
+        "5 of 6 calls within 10s failed",
         True,
-        str(e),
+        2.0,
     )
+    assert (back.opening, str(back)) == (3, str(e))
+    plain = CircuitOpen(1.0, 31.0, "5 of 6 calls within 10s failed; the last X: y")
+    assert str(plain) == "circuit open (opened after 5 of 6 calls within 10s failed); no call made"
 
 
-def test_events_is_a_copy() -> None:
-    b = CircuitBreaker(failures=1)
+def test_events_is_a_bounded_copy_and_events_since_counts_what_was_dropped() -> None:
+    b = CircuitBreaker(min_calls=1, reset_after=1)
     fail(b, 0.0)
     b.events.clear()
     assert len(b.events) == 1
+    mark = b.events_recorded
+    t = 0.0
+    for _ in range(MAX_EVENTS):  # half-open, fail the probe: two events per round
+        t += 1.0
+        assert b.before_attempt(t)
+        b.record_failure(t, InternalServerError("x"), probe=True)
+    assert b.events_recorded == 1 + 2 * MAX_EVENTS
+    assert len(b.events) == MAX_EVENTS
+    assert b.events[-1] == BreakerEvent(t, "opened", b.reason)
+    since = b.events_since(mark)
+    assert since == b.events  # only the kept ones of the 2 * MAX_EVENTS since
+    assert b.events_since(b.events_recorded) == []
+    assert b.events_since(b.events_recorded - 2) == b.events[-2:]
+
+
+def test_watchers_are_woken_on_changes_that_may_let_a_waiter_through() -> None:
+    b = CircuitBreaker(min_calls=1, reset_after=5)
+    woken: list[str] = []
+    b.watch(lambda: woken.append("w"))
+    fail(b, 0.0)
+    assert woken == ["w"]  # opened: a waiter from an earlier opening gives up
+    assert b.before_attempt(5.0)
+    with pytest.raises(CircuitOpen) as info:
+        b.before_attempt(5.0)
+    refusal = info.value
+    b.release(probe=True)
+    assert woken == ["w", "w"]  # the probe slot is free
+    # Watching after a change that came after the refusal wakes at once: not missed.
+    late: list[str] = []
+    b.watch(lambda: late.append("late"), refusal)
+    assert late == ["late"]
+    assert b.before_attempt(5.0)
+    with pytest.raises(CircuitOpen) as info:
+        b.before_attempt(5.0)
+    quiet: list[str] = []
+    quiet_wake = quiet.append
+    b.watch(lambda: quiet_wake("q"), info.value)
+    assert quiet == []
+    b.record_success(6.0, probe=True)  # closed
+    assert quiet == ["q"]
+    b.unwatch(lambda: None)  # unknown: no error
 
 
 # -- across runs and threads ------------------------------------------------------------
@@ -209,7 +335,7 @@ def test_events_is_a_copy() -> None:
 
 def test_rebase_moves_open_times_onto_the_new_clock() -> None:
     a, c = object(), object()
-    b = CircuitBreaker(failures=2, window=10, reset_after=30)
+    b = CircuitBreaker(min_calls=2, window=10, reset_after=30)
     b.rebase(a, 1000.0)
     fail(b, 1000.0, 1001.0)
     # Next run: its clock reads 0.0, 11 s (by the caller's reckoning) after the last call.
@@ -224,21 +350,21 @@ def test_rebase_moves_open_times_onto_the_new_clock() -> None:
 
 def test_rebase_moves_counted_failures() -> None:
     a, c = object(), object()
-    b = CircuitBreaker(failures=2, window=10)
+    b = CircuitBreaker(min_calls=2, window=10)
     fail(b, 500.0)
     b.rebase(a, 500.0)  # the first clock is adopted as is
-    b.record_failure(3.0, RateLimitError("x"), clock=c)  # 500 -> ~3 - real gap
+    b.record_failure(3.0, InternalServerError("x"), clock=c)  # 500 -> ~3 - real gap
     assert b.state == "open"
 
 
 def test_threads_count_every_failure_and_open_once() -> None:
-    b = CircuitBreaker(failures=800, window=1e9)
+    b = CircuitBreaker(min_calls=800, window=1e9)
     barrier = threading.Barrier(8)
 
     def worker() -> None:
         barrier.wait()
         for _ in range(100):
-            b.record_failure(0.0, RateLimitError("x"))
+            b.record_failure(0.0, InternalServerError("x"))
 
     threads = [threading.Thread(target=worker) for _ in range(8)]
     for t in threads:
@@ -247,13 +373,13 @@ def test_threads_count_every_failure_and_open_once() -> None:
         t.join()
     assert b.state == "open"
     assert [e.kind for e in b.events] == ["opened"]
-    assert b.reason.startswith("800 transient failures")
+    assert b.reason.startswith("800 of 800 calls within 1e+09s failed")
 
 
 def test_inside_trio_run_with_mock_clock() -> None:
     # Ten agents, started 1 s apart, call a provider that is down until t=40; a call
     # takes 1 s; after a failure or a CircuitOpen an agent waits 5 s and tries again.
-    b = CircuitBreaker(failures=3, window=10, reset_after=15)
+    b = CircuitBreaker(min_calls=3, window=10, reset_after=15)
     calls: list[float] = []
     outcomes: dict[int, str] = {}
 
@@ -269,7 +395,7 @@ def test_inside_trio_run_with_mock_clock() -> None:
             calls.append(now)
             await trio.sleep(1)
             if trio.current_time() < 40:
-                b.record_failure(trio.current_time(), RateLimitError("down"), probe=probe)
+                b.record_failure(trio.current_time(), InternalServerError("down"), probe=probe)
                 await trio.sleep(5)
                 continue
             b.record_success(trio.current_time(), probe=probe)
@@ -318,33 +444,49 @@ ops = st.lists(
 
 
 @given(
-    failures=st.integers(1, 4),
+    failure_rate=st.sampled_from([0.25, 0.5, 2 / 3, 1.0]),
+    min_calls=st.integers(1, 4),
     window=st.floats(0.5, 20),
     reset_after=st.floats(0, 20),
     probes=st.integers(1, 3),
     script=ops,
 )
 def test_property_state_machine(
-    failures: int, window: float, reset_after: float, probes: int, script: list
+    failure_rate: float,
+    min_calls: int,
+    window: float,
+    reset_after: float,
+    probes: int,
+    script: list,
 ) -> None:
-    b = CircuitBreaker(failures=failures, window=window, reset_after=reset_after, probes=probes)
+    b = CircuitBreaker(
+        failure_rate=failure_rate,
+        min_calls=min_calls,
+        window=window,
+        reset_after=reset_after,
+        probes=probes,
+    )
     now = 0.0
     outstanding: list[bool] = []  # probe flags of attempts admitted and not yet back
-    closed_failures: list[float] = []  # non-probe failures recorded while closed
+    verdicts: list[tuple[float, bool]] = []  # non-probe verdicts recorded while closed
+    admitted = 0  # probes admitted in the current half-open spell
     for gap, op, pick in script:
         now += gap
         if op == "attempt":
             expected = b.state_at(now)
+            if expected == "half_open" and b.state == "open":
+                admitted = 0
             try:
                 probe = b.before_attempt(now)
             except CircuitOpen as e:
                 assert expected in ("open", "half_open")
-                assert e.opened_at <= now
+                assert e.opened_at <= now and e.opening == b.openings
                 if not e.half_open:
                     assert now < e.reset_at
                 continue
             assert probe == (expected == "half_open")
             outstanding.append(probe)
+            admitted += probe
             assert sum(outstanding) <= probes
             continue
         if not outstanding:
@@ -353,23 +495,29 @@ def test_property_state_machine(
         before = b.state
         n_events = len(b.events)
         if op == "success":
+            if before == "closed" and not probe:
+                verdicts.append((now, False))
             b.record_success(now, probe=probe)
         elif op == "failure":
             if before == "closed" and not probe:
-                closed_failures.append(now)
-            b.record_failure(now, RateLimitError("x"), probe=probe)
+                verdicts.append((now, True))
+            b.record_failure(now, InternalServerError("x"), probe=probe)
         else:
             b.release(probe=probe)
+            admitted -= probe
             assert b.state == before
         new = b.events[n_events:]
-        if new and new[-1].kind == "opened" and before == "closed":
-            recent = [t for t in closed_failures if t > now - window]
-            assert len(recent) >= failures
-            closed_failures.clear()
-        if new and new[-1].kind == "closed":
-            closed_failures.clear()
+        if before == "closed" and not probe:
+            recent = [f for t, f in verdicts if t > now - window]
+            trips = len(recent) >= min_calls and sum(recent) / len(recent) >= failure_rate
+            # Only a failure can trip it, and one that leaves the window over the line does.
+            assert bool(new and new[-1].kind == "opened") == (op == "failure" and trips)
+        if new and new[-1].kind in ("opened", "closed"):
+            verdicts.clear()
         if not probe and before != "closed":
             assert not new  # late non-probe verdicts never move an open circuit
+        if probe and before == "half_open":
+            assert admitted <= probes
     kinds = [e.kind for e in b.events]
     prev = None
     for kind in kinds:

@@ -92,3 +92,57 @@ def test_without_the_policy_fix_asyncio_run_gets_a_trio_asyncio_loop() -> None:
     lines = run("nc", "no-fix")
     assert lines[1][0] == "compat"
     assert lines[1][1].startswith("trio_asyncio")
+
+
+ANYIO_FIRST = textwrap.dedent(
+    """
+    import asyncio, sys
+    import anyio, mesa
+    import trio_mesa
+
+    class Agent(mesa.Agent):
+        async def astep(self):
+            # What httpcore does when it closes a pooled connection (every litellm
+            # request through httpx may): an anyio cancel scope on the running loop.
+            with anyio.CancelScope(shield=True):
+                await asyncio.sleep(0)
+            return "ok"
+
+    async def plain():  # imports anyio's asyncio backend before trio-asyncio exists
+        with anyio.CancelScope():
+            await asyncio.sleep(0)
+
+    asyncio.run(plain())
+    assert "trio_asyncio" not in sys.modules
+    if sys.argv[1] == "no-fix":
+        import trio_mesa._asyncio_policy as fix
+        fix.rebind_asyncio_functions_imported_early = lambda: None
+    model = mesa.Model(rng=1)
+    agents = [Agent(model) for _ in range(3)]
+    report = trio_mesa.run_step(agents)
+    print(*[o.status.value for o in report.outcomes])
+    errors = {f"{type(o.exception).__name__}: {o.exception}" for o in report.outcomes}
+    print(*errors - {"NoneType: None"})
+    """
+)
+
+
+@pytest.mark.parametrize("variant", ["fix", "no-fix"])
+def test_anyio_imported_before_trio_asyncio_still_works_on_a_trio_host(variant: str) -> None:
+    # Upstream: anyio 4 binds asyncio.current_task at its import; trio-asyncio 0.16
+    # replaces asyncio.current_task at its (later) import; the stale binding raised
+    # "no running event loop" in every anyio cancel scope on a trio-asyncio loop, and so
+    # in httpcore under litellm after any earlier asyncio.run(). "no-fix" pins that.
+    done = subprocess.run(
+        [sys.executable, "-c", ANYIO_FIRST, variant],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert done.returncode == 0, done.stderr
+    statuses, *errors = done.stdout.splitlines()
+    if variant == "fix":
+        assert statuses.split() == ["ok", "ok", "ok"]
+    else:
+        assert statuses.split() == ["failed", "failed", "failed"]
+        assert errors == ["RuntimeError: no running event loop"]

@@ -5,12 +5,13 @@ from __future__ import annotations
 import asyncio
 import logging
 import threading
+import warnings
 
 import mesa
 import pytest
 from mesa.agentset import AbstractAgentSet, AgentSet, _HardKeyAgentSet
 
-from trio_mesa import AgentTimeout, Status, StepReport, compat
+from trio_mesa import AgentTimeout, Status, StepReport, _auto_stepping, compat
 from trio_mesa.compat import AgentResults
 
 MESA_SHUFFLE_DO = {cls: cls.__dict__["shuffle_do"] for cls in (AgentSet, _HardKeyAgentSet)}
@@ -121,6 +122,43 @@ def test_other_shuffle_do_calls_behave_as_in_mesa(automatic) -> None:
     Other(sequential)
     sequential.agents.shuffle_do("step")  # astep not called: Mesa calls step()
     assert sequential.log == []
+
+
+def test_a_model_without_the_flag_steps_sequentially_and_says_so_once(
+    automatic, monkeypatch
+) -> None:
+    # mesa-llm 0.3.2 (the contract) steps in parallel only models with
+    # parallel_stepping = True, and the rest sequentially without a word; compat keeps
+    # that, but a model with no such attribute at all gets one warning per process.
+    monkeypatch.setattr(_auto_stepping, "_warned_flag_unset", False)
+
+    class Unflagged(mesa.Model):
+        def __init__(self) -> None:
+            super().__init__(rng=3)
+            self.log: list[int] = []
+
+    threads: set[str] = set()
+
+    class WhereAmI(mesa.Agent):
+        def step(self) -> None:
+            threads.add(threading.current_thread().name)
+
+    model = Unflagged()
+    for _ in range(3):
+        WhereAmI(model)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        model.agents.shuffle_do("step")
+        model.agents.shuffle_do("step")
+        opted_out = Model(parallel=False)
+        WhereAmI(opted_out)
+        opted_out.agents.shuffle_do("step")
+    assert threads == {threading.current_thread().name}  # Mesa's own, sequential
+    (warning,) = caught
+    assert warning.category is UserWarning and warning.filename == __file__
+    message = str(warning.message)
+    assert "Unflagged has no `parallel_stepping` attribute" in message
+    assert "self.parallel_stepping = True" in message
 
 
 def test_agents_removed_during_the_step_are_skipped(automatic) -> None:

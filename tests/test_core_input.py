@@ -122,6 +122,21 @@ def test_run_step_refuses_a_running_asyncio_loop():
     asyncio.run(main())
 
 
+def test_trio_entry_points_awaited_from_asyncio_name_their_asyncio_twins():
+    # Awaited on asyncio they used to fail deep inside Trio ("must be called from async
+    # context", or "'RunContext' object has no attribute 'runner'"): name the fix.
+    model, agents = _model_with_ok_agents()
+
+    async def main():
+        with pytest.raises(RuntimeError, match=r"from asyncio.*await trio_mesa\.aio_step_agents"):
+            await trio_mesa.step_agents(agents)
+        with pytest.raises(RuntimeError, match=r"from asyncio.*await trio_mesa\.aio_call_agents"):
+            await trio_mesa.call_agents(agents, "step")
+
+    asyncio.run(main())
+    assert model.log == []  # refused before any agent ran
+
+
 def test_empty_step_is_an_empty_report():
     report = trio_mesa.run_step([])
     assert report.outcomes == () and report.all_ok and report.step is None

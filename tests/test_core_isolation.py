@@ -209,27 +209,3 @@ async def test_agent_catching_cancellation_late_is_reported_by_what_it_did(mock_
     report = await trio_mesa.step_agents([agent], timeout=1)
     assert report.outcomes[0].status is Status.FAILED
     assert str(report.outcomes[0].exception) == "cleanup failed"
-
-
-def test_failures_print_nothing_unless_the_application_configures_logging():
-    # A library attaches only a NullHandler: no last-resort traceback per failed agent.
-    import subprocess
-    import sys
-    import textwrap
-
-    code = textwrap.dedent(
-        """
-        import mesa, trio_mesa
-
-        class Bad(mesa.Agent):
-            def step(self):
-                raise RuntimeError("LLM timeout")
-
-        model = mesa.Model(rng=1)
-        Bad(model)
-        print(trio_mesa.run_step(model.agents).counts[trio_mesa.Status.FAILED])
-        """
-    )
-    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
-    assert done.stdout.strip() == "1"
-    assert done.stderr == ""

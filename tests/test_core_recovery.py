@@ -190,40 +190,58 @@ async def test_a_rate_limit_is_shared_across_steps(mock_clock):
     assert sorted(t for a in agents for t in a.times) == [0.0, 1.0, 2.0, 3.0]
 
 
-async def test_the_circuit_opens_fails_fast_and_a_probe_closes_it(mock_clock):
-    model = Model()
-    agents = [TrioScript(model, fails=1) for _ in range(5)]
-    breaker = CircuitBreaker(failures=2, window=10, reset_after=30)
+class InternalServerError(Exception):
+    status_code = 500
+
+
+async def test_the_circuit_opens_on_outages_and_waiting_agents_call_once_a_probe_closes_it(
+    mock_clock,
+):
+    def agents() -> list[TrioScript]:
+        model = Model()
+        return [TrioScript(model, fails=1, error=InternalServerError) for _ in range(2)] + [
+            TrioScript(model) for _ in range(3)
+        ]
+
+    breaker = CircuitBreaker(min_calls=2, window=10, reset_after=30)
     policy = StepPolicy(breaker=breaker, max_concurrency=1, shuffle=False)
-    report = await trio_mesa.step_agents(agents, policy=policy)
-    statuses = [(o.status, type(o.exception).__name__, o.attempts) for o in report]
-    assert (
-        statuses
-        == [(Status.FAILED, "RateLimitError", 1)] * 2 + [(Status.FAILED, "CircuitOpen", 0)] * 3
-    )
-    assert [len(a.times) for a in agents] == [1, 1, 0, 0, 0]  # no call while open
-    assert [e.kind for e in report.circuit_events] == ["opened"]
-    assert "circuit opened at +0.000 s: 2 transient failures" in str(report)
+    # Time allows waiting: the healthy agents wait for the circuit to half-open at 30;
+    # the first is the probe, its success closes the circuit, the others call then.
+    group = agents()
+    report = await trio_mesa.step_agents(group, policy=policy)
+    assert [(o.status, type(o.exception).__name__, o.attempts) for o in report] == [
+        (Status.FAILED, "InternalServerError", 1),
+        (Status.FAILED, "InternalServerError", 1),
+        (Status.OK, "NoneType", 1),
+        (Status.OK, "NoneType", 1),
+        (Status.OK, "NoneType", 1),
+    ]
+    assert [a.times for a in group] == [[0.0], [0.0], [30.0], [30.0], [30.0]]
+    assert [(e.time, e.kind) for e in report.circuit_events] == [
+        (0.0, "opened"),
+        (30.0, "half_open"),
+        (30.0, "closed"),
+    ]
+    assert "circuit opened at +0.000 s: 2 of 2 calls within 10s failed" in str(report)
+    # Time does not allow it (timeout 10, the circuit half-opens 30 s on): FAILED with
+    # CircuitOpen at once, and no call.
+    group = agents()
+    report = await trio_mesa.step_agents(group, policy=policy.replace(timeout=10))
+    assert [(o.status, type(o.exception).__name__, o.attempts) for o in report][2:] == [
+        (Status.FAILED, "CircuitOpen", 0)
+    ] * 3
+    assert [len(a.times) for a in group] == [1, 1, 0, 0, 0]
+    assert [o.duration for o in report][2:] == [0.0] * 3
     assert isinstance(report.outcomes[2].exception, CircuitOpen)
 
-    await trio.sleep(30)  # reset_after: the next attempt is a probe
-    report = await trio_mesa.step_agents(agents[2:], policy=policy)
-    # The first agent's probe fails (its first call fails): open again.
-    assert [o.exception.__class__.__name__ for o in report] == [
-        "RateLimitError",
-        "CircuitOpen",
-        "CircuitOpen",
-    ]
-    await trio.sleep(30)
-    report = await trio_mesa.step_agents(agents[3:], policy=policy)
-    assert [type(o.exception).__name__ for o in report] == ["RateLimitError", "CircuitOpen"]
-    await trio.sleep(30)
-    # agents[3]'s second call succeeds: the probe closes the circuit, and agents[4]
-    # makes its first (failing) call on a closed circuit.
-    report = await trio_mesa.step_agents(agents[3:], policy=policy)
-    assert [(o.status, o.attempts) for o in report] == [(Status.OK, 1), (Status.FAILED, 1)]
-    assert [e.kind for e in report.circuit_events] == ["half_open", "closed"]
-    assert [len(a.times) for a in agents] == [1, 1, 1, 2, 1]
+
+async def test_a_429_never_opens_the_circuit(mock_clock):
+    model = Model()
+    group = [TrioScript(model, fails=1) for _ in range(5)]  # 429s
+    breaker = CircuitBreaker(min_calls=2, window=10, reset_after=30)
+    report = await trio_mesa.step_agents(group, breaker=breaker, shuffle=False)
+    assert [type(o.exception).__name__ for o in report] == ["RateLimitError"] * 5
+    assert (breaker.state, report.circuit_events) == ("closed", ())
 
 
 async def test_a_recovered_agent_does_not_fail_a_strict_step(mock_clock):

@@ -236,11 +236,20 @@ def test_compat_configure_refuses_what_step_policy_refuses() -> None:
         assert (effective.max_concurrency, effective.limiter) == (None, limiter)
 
 
-def test_failure_records_all_carry_agent_status(caplog) -> None:
+def test_each_failure_is_one_agent_record_and_fail_fast_is_a_step_record(caplog) -> None:
+    # A handler counting failures from records (those with agent_status) counts the
+    # agent that fired fail_fast once: the "cancelling the others" record is the step's.
     model = Model()
-    SyncAgent(model, ("raise", ValueError("bad")))
+    bad = SyncAgent(model, ("raise", ValueError("bad")))
     SyncAgent(model)
     with caplog.at_level(logging.DEBUG, logger="trio_mesa"):
-        trio_mesa.run_step(model.agents, fail_fast=True)
+        report = trio_mesa.run_step(model.agents, fail_fast=True)
     records = [r for r in caplog.records if r.name == "trio_mesa"]
-    assert records and all(hasattr(r, "agent_status") for r in records)
+    agent_records = [r for r in records if hasattr(r, "agent_status")]
+    assert [(r.agent_unique_id, r.agent_status) for r in agent_records] == [
+        (bad.unique_id, "failed")
+    ]
+    assert len(agent_records) == len([o for o in report if o.status is Status.FAILED])
+    (step_record,) = [r for r in records if getattr(r, "trio_mesa_event", None) == "fail_fast"]
+    assert step_record.first_failed_unique_id == bad.unique_id
+    assert not hasattr(step_record, "agent_unique_id")

@@ -194,7 +194,8 @@ POLICY_VALUES = {
         "burst": _count,
     },
     CircuitBreaker: {
-        "failures": lambda v: _count(v, none=False),
+        "failure_rate": lambda v: _seconds(v, none=False, inf=False) and 0 < v <= 1,
+        "min_calls": lambda v: _count(v, none=False),
         "window": lambda v: _seconds(v, none=False, inf=False) and v > 0,
         "reset_after": lambda v: _seconds(v, none=False, inf=False),
         "probes": lambda v: _count(v, none=False),

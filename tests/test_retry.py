@@ -20,7 +20,7 @@ from hypothesis import strategies as st
 
 from trio_mesa._breaker import CircuitOpen
 from trio_mesa._errors import AgentCancelled, AgentTimeout
-from trio_mesa._retry import Retry, is_transient, retry_after_of
+from trio_mesa._retry import Retry, is_outage, is_outage_status, is_transient, retry_after_of
 
 try:  # openai's own exceptions carry an httpx2 response in this environment
     import httpx2 as openai_httpx
@@ -435,3 +435,67 @@ def test_openai_exceptions() -> None:
         (openai.UnprocessableEntityError, 422),
     ]:
         assert not is_transient(cls("no", response=_openai_resp(status), body=None))
+
+
+# -- is_outage: what a CircuitBreaker counts -------------------------------------------------
+
+
+@pytest.mark.parametrize("status", [408, 500, 502, 503, 504, 529, 599])
+def test_outage_statuses(status: int) -> None:
+    assert is_outage_status(status)
+    assert is_outage(Shaped(status_code=status))
+    assert is_outage(Shaped(response=_resp(status)))
+
+
+@pytest.mark.parametrize("status", [429, 409, 400, 401, 404, 499, 600])
+def test_a_429_and_other_4xx_are_not_outages(status: int) -> None:
+    # A 429 is the rate limit's business: the provider answered, it is up.
+    assert not is_outage_status(status)
+    assert not is_outage(Shaped(status_code=status))
+    # The status code decides over the class name when there is one.
+    named = type("ServiceUnavailableError", (Exception,), {})("x")
+    named.status_code = status  # type: ignore[attr-defined]
+    assert not is_outage(named)
+
+
+@pytest.mark.parametrize(
+    ("exc", "expected"),
+    [
+        (type("RateLimitError", (Exception,), {})("no status"), False),
+        (type("InternalServerError", (Exception,), {})("no status"), True),
+        (type("APIConnectionError", (Exception,), {})("no status"), True),
+        (ConnectionResetError(), True),
+        (TimeoutError(), True),
+        (httpx.ConnectTimeout("x"), True),
+        (httpx.ReadError("x"), True),
+        (httpx.RemoteProtocolError("x"), True),
+        (ValueError("bad"), False),
+        (RuntimeError("bug"), False),
+        (AgentTimeout("t", reason="timeout", limit=1.0), False),
+        (AgentCancelled("c"), False),
+        (CircuitOpen(1.0, 31.0, "5 of 5 calls failed"), False),
+        (KeyboardInterrupt(), False),
+        (ExceptionGroup("g", [TimeoutError(), ExceptionGroup("h", [Shaped(503)])]), True),
+        (ExceptionGroup("g", [TimeoutError(), Shaped(429)]), False),
+    ],
+)
+def test_outage_shapes(exc: BaseException, expected: bool) -> None:
+    assert is_outage(exc) is expected
+    if expected:
+        assert is_transient(exc)  # an outage is always worth another attempt
+
+
+def test_real_sdk_exceptions_as_outages() -> None:
+    assert not is_outage(litellm.RateLimitError(**_KW))
+    assert is_outage(litellm.Timeout(**_KW))
+    assert is_outage(litellm.APIConnectionError(**_KW))
+    assert is_outage(litellm.InternalServerError(**_KW))
+    assert is_outage(litellm.ServiceUnavailableError(**_KW))
+    assert not is_outage(litellm.ContentPolicyViolationError(**_KW))
+    assert not is_outage(litellm.BadRequestError(**_KW))
+    req = openai_httpx.Request("POST", "http://x")
+    assert is_outage(openai.APITimeoutError(request=req))
+    assert is_outage(openai.APIConnectionError(request=req))
+    assert is_outage(openai.InternalServerError("boom", response=_openai_resp(500), body=None))
+    assert not is_outage(openai.RateLimitError("slow", response=_openai_resp(429), body=None))
+    assert not is_outage(openai.ConflictError("busy", response=_openai_resp(409), body=None))

@@ -23,13 +23,16 @@ from ._litellm_usage import track_litellm_usage
 from ._outcome import AgentOutcome, Status
 from ._policy import StepPolicy
 from ._rate_limit import RateLimit
+from ._ray_executor import RayExecutor
 from ._recording import Recording, use_cassette
 from ._report import StepReport
 from ._reporters import model_reporters
-from ._retry import Retry, is_transient, retry_after_of
+from ._retry import Retry, is_outage, is_transient, retry_after_of
 from ._run_report import ModelStep, RunReport
 from ._seam import async_http_client, http_client
 from ._simulate import aio_simulate, simulate
+from ._sweep import sweep
+from ._sweep_report import SweepReport, SweepRun
 from ._usage import Usage, record_usage, track_usage
 
 __all__ = [
@@ -47,6 +50,7 @@ __all__ = [
     "ModelStep",
     "OutcomeHook",
     "RateLimit",
+    "RayExecutor",
     "Recording",
     "Retry",
     "RunReport",
@@ -54,6 +58,8 @@ __all__ = [
     "StepFailed",
     "StepPolicy",
     "StepReport",
+    "SweepReport",
+    "SweepRun",
     "Usage",
     "aio_call_agents",
     "aio_simulate",
@@ -62,6 +68,7 @@ __all__ = [
     "call_agents",
     "get_outcome_hooks",
     "http_client",
+    "is_outage",
     "is_transient",
     "model_reporters",
     "record_usage",
@@ -70,6 +77,7 @@ __all__ = [
     "set_outcome_hooks",
     "simulate",
     "step_agents",
+    "sweep",
     "track_litellm_usage",
     "track_usage",
     "trio_native",

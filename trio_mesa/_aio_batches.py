@@ -16,12 +16,15 @@ Both hosts use it: the asyncio host on the caller's own loop (Trio guest mode,
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import math
 from collections.abc import Callable
 from typing import Any
 
 import trio
 
 from ._attempts import AgentCall
+from ._breaker import CircuitBreaker, CircuitOpen
 from ._launchers import StepView
 from ._usage import open_ledger
 
@@ -115,6 +118,13 @@ class _AioBatch:
         for task in self.tasks:
             task.cancel()
 
+    # KI-protected: a Ctrl-C landing between creating an agent's coroutine and recording
+    # its task left a coroutine never awaited, a pending task destroyed, and the batch
+    # waiting forever for agents that never started (asyncio callbacks on a trio-asyncio
+    # loop run in a Trio task, where Trio raises KeyboardInterrupt wherever it lands).
+    # Trio delivers it to the main task instead, which cancels the step as usual. The
+    # eager start of each agent, up to its first await, is covered too.
+    @trio.lowlevel.enable_ki_protection
     def _start_tasks(self) -> None:
         if self.cancelling:  # cancelled before anything started: nothing to run or wait for
             for entry in self.entries:
@@ -149,7 +159,7 @@ class _AioBatch:
             if recorder.ledgers is not None:  # usage tracked: see _usage
                 open_ledger(recorder.ledgers, i, agent, self.deadline)
             if turn is not None:
-                await meters.run(turn, call, asyncio.sleep)  # type: ignore[union-attr]
+                await meters.run(turn, call, asyncio.sleep, park_asyncio)  # type: ignore[union-attr]
                 return
             result = await call()
             recorder.ok(i, agent, result, _now() - start)
@@ -191,4 +201,26 @@ class _AioBatch:
             slots.give_back(i)
 
 
-__all__ = ["AsyncioBatchLauncher"]
+async def park_asyncio(breaker: CircuitBreaker, refusal: CircuitOpen, seconds: float) -> None:
+    """`trio_mesa._attempts.Park` for an asyncio task: woken through the loop, from any
+    thread, when ``breaker`` changes; or after ``seconds`` (``inf``: no limit)."""
+    loop = asyncio.get_running_loop()
+    woken = loop.create_future()
+
+    def settle() -> None:
+        if not woken.done():
+            woken.set_result(None)
+
+    def wake() -> None:
+        with contextlib.suppress(RuntimeError):  # the loop has closed: nobody waits
+            loop.call_soon_threadsafe(settle)
+
+    breaker.watch(wake, refusal)
+    try:
+        await asyncio.wait([woken], timeout=None if math.isinf(seconds) else seconds)
+    finally:
+        breaker.unwatch(wake)
+        woken.cancel()
+
+
+__all__ = ["AsyncioBatchLauncher", "park_asyncio"]

@@ -5,14 +5,18 @@ On a Trio host they run as tasks (`_aio_batches.AsyncioBatchLauncher`) on a trio
 ``trio_asyncio.open_loop()``, otherwise one opened for the step and closed (with every
 asyncio task it ran finished) before the step returns. trio-asyncio is imported here,
 lazily, only when a Trio host meets an asyncio-flavored agent: importing it monkeypatches
-asyncio and slows unrelated asyncio code in the same process.
+asyncio and slows unrelated asyncio code in the same process. `with_trio_host_loop` runs
+code on that loop so that what it raises (a Ctrl-C above all) comes out as itself, not
+wrapped in the exception groups of trio-asyncio's nurseries.
 """
 
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
+
+import trio
 
 
 @asynccontextmanager
@@ -28,13 +32,18 @@ async def trio_host_loop() -> AsyncIterator[asyncio.AbstractEventLoop]:
     """
     import trio_asyncio
 
-    from ._asyncio_policy import restore_plain_asyncio_outside_trio
+    from ._asyncio_policy import (
+        rebind_asyncio_functions_imported_early,
+        restore_plain_asyncio_outside_trio,
+    )
     from ._executor import PassThroughExecutor
     from ._trio_asyncio_batching import install, is_installed
 
     # Importing trio-asyncio hands every later asyncio.run() in this process a
     # trio-asyncio loop; undo that outside Trio (see _asyncio_policy).
     restore_plain_asyncio_outside_trio(trio_asyncio)
+    # anyio (httpx's) may hold asyncio's functions from before trio-asyncio patched them.
+    rebind_asyncio_functions_imported_early()
 
     loop = trio_asyncio.current_loop.get()
     if loop is not None and not loop.is_closed():
@@ -57,4 +66,56 @@ async def trio_host_loop() -> AsyncIterator[asyncio.AbstractEventLoop]:
         yield loop
 
 
-__all__ = ["trio_host_loop"]
+async def with_trio_host_loop[T](
+    body: Callable[[asyncio.AbstractEventLoop], Awaitable[T]],
+) -> T:
+    """Await ``body(loop)`` inside `trio_host_loop`; what it raises propagates as itself.
+
+    trio-asyncio's ``open_loop`` runs its body inside two Trio nurseries, and each wraps
+    what escapes in a ``BaseExceptionGroup``: a Ctrl-C that arrived while the body ran
+    came out nested twice, and ``except KeyboardInterrupt`` missed it (trio-asyncio
+    0.16). So the body's exception is kept and raised after the loop has closed. A
+    KeyboardInterrupt or SystemExit that lands in the loop's own tasks instead (the
+    body then only sees ``Cancelled``) is taken out of the groups too (`fatal_in`).
+    Any other error from the loop keeps its group.
+    """
+    error: BaseException | None = None
+    try:
+        async with trio_host_loop() as loop:
+            try:
+                return await body(loop)
+            except trio.Cancelled:
+                raise  # belongs to a cancel scope around it, maybe the loop's own
+            except BaseException as exc:
+                error = exc
+    except BaseExceptionGroup as group:
+        error = fatal_in(group)
+        if error is None:
+            raise
+    assert error is not None
+    # Raised here, outside any except block, so its __context__ is what it was.
+    raise error
+
+
+def fatal_in(group: BaseExceptionGroup) -> BaseException | None:
+    """The KeyboardInterrupt (else SystemExit) that ``group`` only wraps, or ``None``.
+
+    ``group`` only wraps it when its other leaves are cancellations (Trio's or
+    asyncio's) that it caused; a group holding anything else is a real error of its own
+    and is left alone (``None``). The leaf returned is the original exception object,
+    its traceback and context intact.
+    """
+    _, rest = group.split((KeyboardInterrupt, SystemExit, trio.Cancelled, asyncio.CancelledError))
+    if rest is not None:
+        return None
+    for kind in (KeyboardInterrupt, SystemExit):
+        match = group.subgroup(kind)
+        if match is not None:
+            leaf: BaseException = match
+            while isinstance(leaf, BaseExceptionGroup):
+                leaf = leaf.exceptions[0]
+            return leaf
+    return None
+
+
+__all__ = ["fatal_in", "trio_host_loop", "with_trio_host_loop"]

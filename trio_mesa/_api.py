@@ -96,11 +96,14 @@ async def step_agents(
         A `StepReport` with one outcome per agent, in start order.
 
     Raises:
+        RuntimeError: when awaited outside a Trio run (from asyncio, say); the message
+            names `aio_step_agents`, its asyncio twin.
         TypeError, ValueError: before any agent runs, for bad input (naming it).
         CassetteError: a cassette that cannot be replayed, before any agent runs.
         StepFailed: in strict mode, after every agent has finished, if any failed.
     """
     where = "trio_mesa.step_agents()"
+    require_trio_run(where, "aio_step_agents")
     resolved = resolve_policy(where, policy, options)
     entries = prepare(agents, None, (), {}, resolved.shuffle, where)
     with using_recording(where, cassette, record):
@@ -161,9 +164,11 @@ async def call_agents(
     `trio_native`, anything else is sync. Return values are in each outcome's
     ``result``. Isolation and cancellation are as in `step_agents`. Options come only
     as ``policy=``: every other keyword argument is the method's own (``timeout=`` here
-    is passed to the method, not taken as a step option).
+    is passed to the method, not taken as a step option). Awaited outside a Trio run,
+    it raises RuntimeError naming `aio_call_agents`.
     """
     where = "trio_mesa.call_agents()"
+    require_trio_run(where, "aio_call_agents")
     resolved = resolve_policy(where, policy, {})
     entries = prepare(agents, method, args, kwargs, resolved.shuffle, where)
     return await run_on_trio_host(entries, resolved)
@@ -186,6 +191,26 @@ async def aio_call_agents(
     resolved = resolve_policy(where, policy, {})
     entries = prepare(agents, method, args, kwargs, resolved.shuffle, where)
     return await run_on_asyncio_host(entries, resolved)
+
+
+def require_trio_run(name: str, aio_twin: str) -> None:
+    """Raise a RuntimeError naming the asyncio twin when awaited outside a Trio run.
+
+    Awaited from asyncio, a Trio entry point would otherwise fail deep inside Trio with
+    an error that names neither the cause nor the fix.
+    """
+    if trio.lowlevel.in_trio_run():
+        return
+    try:
+        asyncio.get_running_loop()
+    except RuntimeError:
+        where = "outside any Trio run"
+    else:
+        where = "from asyncio"
+    raise RuntimeError(
+        f"{name} must be awaited inside a Trio run (trio.run), but was awaited {where}; "
+        f"in asyncio code use `await trio_mesa.{aio_twin}(...)` instead"
+    )
 
 
 def refuse_inside_event_loop(name: str) -> None:

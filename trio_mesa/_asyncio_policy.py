@@ -32,3 +32,29 @@ def restore_plain_asyncio_outside_trio(trio_asyncio: ModuleType) -> None:
     faked_type = type(faked)
     if faked_type.__dict__.get("policy", None) is None:
         faked_type.policy = original
+
+
+def rebind_asyncio_functions_imported_early() -> None:
+    """Give modules that imported asyncio's functions before trio-asyncio its versions.
+
+    trio-asyncio 0.16 replaces ``asyncio.current_task`` and ``asyncio.get_running_loop``
+    on import, so that they see its loops. anyio 4's asyncio backend binds both at its
+    own import (``from asyncio import current_task, get_running_loop``); when it was
+    imported before trio-asyncio (any httpx request on a plain asyncio loop does that,
+    and trio-mesa imports trio-asyncio lazily), every anyio cancel scope entered on a
+    trio-asyncio loop raised "RuntimeError: no running event loop". httpcore enters one
+    whenever it closes a pooled connection, so litellm's requests from asyncio agents on
+    a Trio host failed after any earlier ``asyncio.run()`` in the process. trio-asyncio's
+    replacements fall back to asyncio's own functions outside its loops, so rebinding is
+    safe for plain asyncio too. Idempotent; does nothing when anyio's backend is not
+    imported yet (it will then import the replacements itself).
+    """
+    import asyncio
+    import sys
+
+    backend = sys.modules.get("anyio._backends._asyncio")
+    if backend is None:
+        return
+    for name in ("current_task", "get_running_loop"):
+        if getattr(backend, name, None) is not getattr(asyncio, name):
+            setattr(backend, name, getattr(asyncio, name))

@@ -10,7 +10,9 @@ functions to put back exactly.
 The patched ``shuffle_do("step")`` (or ``("astep")``, no other arguments) goes, in order:
 to the stepper of the `simulate` run whose model step runs in this context
 (`run_stepper`); else, for ``"step"`` on a model with ``parallel_stepping = True``, to
-the automatic stepping compat enabled (`automatic`); else to Mesa's own. Lives in the
+the automatic stepping compat enabled (`automatic`); else to Mesa's own (with a
+one-time warning while compat's is enabled, if the model has no ``parallel_stepping``
+attribute at all). Lives in the
 core, not in compat, because `simulate` needs it and the core never imports compat.
 """
 
@@ -20,6 +22,7 @@ import contextvars
 import functools
 import sys
 import threading
+import warnings
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from typing import Any
@@ -66,6 +69,32 @@ class _Automatic:
 automatic = _Automatic()
 
 
+_UNSET = object()
+_warned_flag_unset = False
+
+
+def _warn_flag_unset(model: Any) -> None:
+    """Warn, once per process, that automatic stepping skipped a model without the flag.
+
+    mesa-llm 0.3.2 steps a model in parallel only if it has ``parallel_stepping = True``
+    and runs the rest sequentially without a word; compat keeps that contract (a model
+    that sets ``parallel_stepping = False`` opted out and gets no warning), but a model
+    with no such attribute at all was most likely meant to run in parallel.
+    """
+    global _warned_flag_unset
+    if _warned_flag_unset:
+        return
+    _warned_flag_unset = True
+    warnings.warn(
+        f"automatic parallel stepping is enabled, but {type(model).__qualname__} has no "
+        "`parallel_stepping` attribute, so shuffle_do('step') ran its agents one after "
+        "another (as mesa-llm does). Set `self.parallel_stepping = True` in the model's "
+        "__init__ to step them in parallel, or `= False` to silence this warning.",
+        UserWarning,
+        stacklevel=3,  # the caller of shuffle_do: the model's step()
+    )
+
+
 def parallel_shuffle_do(original: Callable[..., Any]) -> Callable[..., Any]:
     """The patched ``shuffle_do`` wrapping Mesa's ``original``."""
 
@@ -79,7 +108,10 @@ def parallel_shuffle_do(original: Callable[..., Any]) -> Callable[..., Any]:
             step_set = automatic.step_set
             if method == "step" and step_set is not None:
                 model = getattr(next(iter(self)), "model", None)
-                if getattr(model, "parallel_stepping", False):
+                flag = getattr(model, "parallel_stepping", _UNSET)
+                if flag is _UNSET:
+                    _warn_flag_unset(model)
+                elif flag:
                     step_set(self)
                     return self
         return original(self, method, *args, **kwargs)

@@ -21,7 +21,7 @@ from typing import Any, Protocol
 
 import trio
 
-from ._attempts import AgentCall, Meters
+from ._attempts import AgentCall, Meters, park_trio
 from ._prepare import Entry
 from ._recorder import OutcomeRecorder
 from ._slots import SharedSlots, Slots
@@ -102,7 +102,9 @@ class TaskLauncher:
                 if recorder.ledgers is not None:  # usage tracked: see _usage
                     open_ledger(recorder.ledgers, i, agent, deadline)  # this task's own context
                 if turn is not None:
-                    await self.meters.run(turn, self.invoke(agent, call, deadline), trio.sleep)  # type: ignore[union-attr]
+                    await self.meters.run(  # type: ignore[union-attr]
+                        turn, self.invoke(agent, call, deadline), trio.sleep, park_trio
+                    )
                 else:
                     result = await self.invoke(agent, call, deadline)()
                     recorder.ok(i, agent, result, self.now() - start)
@@ -226,7 +228,7 @@ class InlineLauncher:
         token = _track(recorder, i, agent)  # the spawner's context: reset below
         try:
             with trio.CancelScope(deadline=step_deadline) as scope:
-                await step.meters.run(turn, inline, trio.sleep)  # type: ignore[union-attr]
+                await step.meters.run(turn, inline, trio.sleep, park_trio)  # type: ignore[union-attr]
         except Exception as exc:  # raised by a Retry(on=predicate), say: the agent's
             recorder.failed(i, agent, exc, start, attempts=max(turn.attempts, 1))
             return

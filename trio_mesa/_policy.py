@@ -84,9 +84,12 @@ class StepPolicy:
             the agent ends ``TIMED_OUT``). Per attempt (``RateLimit(25)``): every
             attempt of an agent's step passes it first. Either way a 429 asking to
             wait (``Retry-After``) closes it for everyone until then.
-        breaker: a `CircuitBreaker`: after enough transient failures, attempts fail
-            at once with `CircuitOpen` (``FAILED``, no call made) until a probe
-            succeeds. The report lists when it opened, half-opened and closed.
+        breaker: a `CircuitBreaker`: when enough of the recent calls failed with an
+            outage (`is_outage`: 5xx, connection errors, timeouts; never a 429), no
+            call is made until a probe succeeds. An agent that meets it open waits for
+            the probe if its time limit allows, else ends ``FAILED`` with
+            `CircuitOpen` (no call made). The report lists when it opened,
+            half-opened and closed.
         hooks: `OutcomeHook` objects called for the steps this policy shapes, after the
             process-wide ones (`set_outcome_hooks`). ``()`` (default) adds none.
         abandon_threads: threads cannot be cancelled. With ``False`` (default) a thread

@@ -5,10 +5,19 @@ failed and in flight, tokens, cost, ETA) as one rich renderable; `live_progress`
 it on stderr with ``rich.live.Live``, refreshed a few times a second from rich's own
 thread, and leaves the last frame on screen when the run ends. The figures come from the
 run's hook (`trio_mesa._simulate.Run`): nothing here runs per agent.
+
+While it is shown, rich redirects ``sys.stderr`` (and ``sys.stdout`` when it is a
+terminal too) so that prints appear above the display, and re-renders the display in
+every such write, on the writing thread: an agent's worker thread, the thread running
+``model.step()``, the Trio thread. So rendering must work on any thread and must never
+raise into the code that printed: it reads figures the run keeps (never the Trio
+clock), and a failure to read them shows as a line in the display instead of an
+exception in an agent.
 """
 
 from __future__ import annotations
 
+import sys
 from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import TYPE_CHECKING, Any
@@ -47,12 +56,19 @@ class ProgressView:
         }
 
     def __rich__(self) -> Any:
+        try:
+            return self.frame(self.figures())
+        except Exception as exc:  # never into the agent whose print asked for a frame
+            from rich.text import Text
+
+            return Text(f"progress unavailable: {type(exc).__name__}: {exc}", style="yellow")
+
+    def frame(self, f: dict[str, Any]) -> Any:
         from rich.console import Group
         from rich.progress_bar import ProgressBar
         from rich.table import Table
         from rich.text import Text
 
-        f = self.figures()
         cost = "cost unknown" if f["cost"] is None else f"${f['cost']:.4f}"
         head = Table.grid(padding=(0, 1))
         head.add_column(no_wrap=True)
@@ -82,8 +98,39 @@ def live_progress(run: Run) -> Iterator[ProgressView]:
     from rich.live import Live
 
     view = ProgressView(run)
-    with Live(view, console=Console(stderr=True), refresh_per_second=4, transient=False):
-        yield view
+    # rich sends redirected stdout to the display's console, on stderr: with stdout
+    # going to a file (``python run.py > out.txt``), the agents' prints would land on
+    # the terminal instead. So stdout is redirected only when it is a terminal too.
+    with Live(
+        view,
+        console=Console(stderr=True),
+        refresh_per_second=4,
+        transient=False,
+        redirect_stdout=_is_terminal(sys.stdout),
+    ):
+        try:
+            yield view
+        finally:
+            _flush_partial_lines()
+
+
+def _is_terminal(stream: Any) -> bool:
+    try:
+        return bool(stream.isatty())
+    except Exception:  # no isatty, or a closed file
+        return False
+
+
+def _flush_partial_lines() -> None:
+    # rich's FileProxy holds a written line until its newline comes, and Live.stop()
+    # puts the real streams back without flushing it (rich 13-15): a last print with
+    # end="" would show only when the proxy is garbage-collected, out of order after
+    # later output, or never. Flushed here, it shows above the last frame, once.
+    from rich.file_proxy import FileProxy
+
+    for stream in (sys.stdout, sys.stderr):
+        if isinstance(stream, FileProxy):
+            stream.flush()
 
 
 __all__ = ["ProgressView", "live_progress"]

@@ -309,13 +309,14 @@ class OutcomeRecorder:
             call_safely(hook, outcome)
         if self.fail_fast and self.stopped_by is None:
             self.stopped_by = outcome.agent
+            # A step-level record: none of the agent_* attributes, so a handler counting
+            # agent records (its own record is logged above) counts that agent once.
             logger.info(
                 "fail_fast: agent %s failed; cancelling the others",
                 safe_repr(outcome.unique_id),
                 extra={
-                    "agent_unique_id": outcome.unique_id,
-                    "agent_class": type(outcome.agent).__qualname__,
-                    "agent_status": outcome.status.value,
+                    "trio_mesa_event": "fail_fast",
+                    "first_failed_unique_id": outcome.unique_id,
                 },
             )
             if self.cancel_step is not None:

@@ -9,6 +9,7 @@ from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any
 
+from ._breaker import CircuitOpen
 from ._errors import StepFailed
 from ._outcome import FAILURE_STATUSES, AgentOutcome, Status
 from ._text import (
@@ -40,9 +41,11 @@ class StepReport:
         step: the model's ``steps`` counter when the step began, or ``None`` when the
             agents had no common model.
         duration: seconds the whole step took, on Trio's clock.
-        circuit_events: what the step's `CircuitBreaker` did during the step, as
-            ``(time, kind, reason)`` named tuples (``kind`` is ``"opened"``,
-            ``"half_open"`` or ``"closed"``; ``time`` in seconds since the step began).
+        circuit_events: what the step's `CircuitBreaker` did during the step, each
+            change once, as ``(time, kind, reason)`` named tuples (``kind`` is
+            ``"opened"``, ``"half_open"`` or ``"closed"``; ``time`` in seconds since the
+            step began, negative for a half-open due before the step that the step's
+            first attempt made).
         unattributed_requests: LLM requests that passed through the request seam
             during the step but were made outside any agent's call (by the model's own
             code, say): sent untouched, neither recorded nor retried, their usage in no
@@ -97,8 +100,14 @@ class StepReport:
 
     @property
     def retried(self) -> tuple[AgentOutcome, ...]:
-        """Outcomes of agents whose call was tried more than once (a `Retry`)."""
-        return tuple(o for o in self.outcomes if o.attempts > 1)
+        """Outcomes of agents whose call was tried again (a `Retry`): made more than one
+        call, or made one that failed and were then refused the next by an open circuit
+        (``FAILED`` with `CircuitOpen`, ``attempts`` counting the calls made)."""
+        return tuple(
+            o
+            for o in self.outcomes
+            if o.attempts > 1 or (o.attempts and type(o.exception) is CircuitOpen)
+        )
 
     @property
     def attempts(self) -> int:
@@ -194,9 +203,7 @@ class StepReport:
                 f"returned (agents {ids}); their side effects may still happen"
             )
         for event in self.circuit_events:
-            lines.append(
-                f"circuit {event.kind.replace('_', '-')} at +{event.time:.3f} s: {event.reason}"
-            )
+            lines.extend(wrap(_circuit_line(event)))
         rows = [o for o in self.outcomes if o.status is not Status.OK]
         if rows:
             lines.extend(_group_lines(rows))
@@ -215,6 +222,10 @@ class StepReport:
         if self.abandoned:
             caption = (caption + "; " if caption else "") + (
                 f"WARNING: {len(self.abandoned)} agent thread(s) still running"
+            )
+        if self.circuit_events:
+            caption = "\n".join(
+                [*([caption] if caption else []), *map(_circuit_line, self.circuit_events)]
             )
         table = Table(title=self._summary(), caption=caption, show_lines=False)
         table.add_column("unique_id", no_wrap=True)
@@ -337,3 +348,9 @@ def _group_lines(rows: Sequence[AgentOutcome]) -> list[str]:
             f"  ... and {len(kinds) - MAX_KINDS} more kinds: report.to_records() has every agent"
         )
     return lines
+
+
+def _circuit_line(event: Any) -> str:
+    """One breaker event for ``str(report)``: when, relative to the step, and why."""
+    when = f"+{event.time:.3f} s" if event.time >= 0 else f"{-event.time:.3f} s before the step"
+    return f"circuit {event.kind.replace('_', '-')} at {when}: {event.reason}"

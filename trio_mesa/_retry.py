@@ -24,6 +24,8 @@ from ._errors import AgentCancelled, AgentTimeout
 __all__ = [
     "Retry",
     "RetryOn",
+    "is_outage",
+    "is_outage_status",
     "is_transient",
     "is_transient_status",
     "retry_after_from_headers",
@@ -140,6 +142,60 @@ def is_transient(exc: BaseException) -> bool:
     if code is not None and is_transient_status(code):
         return True
     if _named(exc, _TRANSIENT_NAMES):
+        return True
+    return isinstance(exc, (ConnectionError, TimeoutError))
+
+
+# The transient failures that say the provider (or the way to it) is down or failing,
+# rather than "slow down": a 429 is the rate limit's business (a provider that answers
+# 429 is up, and counting its 429s is how a breaker loses the agents retries save).
+_OUTAGE_NAMES = _TRANSIENT_NAMES - {"RateLimitError"}
+
+
+def is_outage_status(status: int) -> bool:
+    """Whether an HTTP status says the provider is down or failing: 408 (request
+    timeout) or any 5xx. Not 429 (a rate limit: the provider is up, just busy), nor
+    409 or another 4xx (the request, not the provider).
+
+    The status-code half of `is_outage`, for a caller that sees a response, not an
+    exception.
+    """
+    return status == 408 or 500 <= status <= 599
+
+
+def is_outage(exc: BaseException) -> bool:
+    """Whether ``exc`` says the provider is down: what a `CircuitBreaker` counts.
+
+    The one place the breaker's question is answered. Duck-typed like `is_transient`,
+    and a subset of it:
+
+    * Never, checked first: what `is_transient` never retries (anything that is not an
+      `Exception`, trio_mesa's own `AgentTimeout`, `AgentCancelled`, `CircuitOpen`, a
+      ``ValueError``, a ``BadRequestError`` and its kind).
+    * A ``status_code`` (on the exception, else on ``exc.response``) decides when
+      there is one: `is_outage_status` (408 or 5xx; a 429 is not an outage).
+    * Otherwise: a class in the MRO named ``Timeout``, ``APITimeoutError``,
+      ``APIConnectionError``, ``InternalServerError``, ``ServiceUnavailableError`` (or
+      httpx's ``TimeoutException``, ``NetworkError``, ``RemoteProtocolError``); the
+      builtin ``ConnectionError`` family and ``TimeoutError``. A ``RateLimitError``
+      without a status code is not an outage.
+    * An exception group is an outage when it has leaves and every one of them is.
+
+    trio_mesa's own time limit is not a verdict on the provider: an attempt it cuts
+    short is never counted (a slow agent is not a down provider); a client's request
+    timeout (litellm's ``Timeout``, openai's ``APITimeoutError``) is.
+    """
+    if not isinstance(exc, Exception):
+        return False
+    if isinstance(exc, BaseExceptionGroup):
+        leaves = _leaves(exc)
+        return bool(leaves) and all(is_outage(leaf) for leaf in leaves)
+    if isinstance(exc, _OWN_OR_VALUE) or _named(exc, _NEVER_NAMES):
+        return False
+    code = _status_code(exc)
+    if code is not None:
+        return is_outage_status(code)
+    if _named(exc, _OUTAGE_NAMES):
         return True
     return isinstance(exc, (ConnectionError, TimeoutError))
 

@@ -5,7 +5,9 @@ concurrency slot for each, and hands batches (agents started at the same instant
 sharing one deadline) to the launcher of their flavor (`trio_mesa._launchers`). A batch
 ends where the spawner has to wait, for a free slot or an inline sync agent, so every
 agent's timeout still counts from the moment the step started it. Outcomes go to the
-step's `OutcomeRecorder`; the report is built once every task has finished.
+step's `OutcomeRecorder`; the report is built once every task has finished. A step
+with no ``timeout`` also runs the slow-agent watch (`trio_mesa._slow_agents`) next to
+its agents, in an outer nursery cancelled once they are done.
 """
 
 from __future__ import annotations
@@ -24,19 +26,21 @@ from ._flavor import Flavor
 from ._hooks import HookCalls, get_outcome_hooks, step_watch
 from ._launchers import InlineLauncher, ThreadLauncher, TrioLauncher
 from ._litellm_usage import install_if_litellm_imported
-from ._log import logger
+from ._log import logger, step_ended
 from ._policy import StepPolicy
 from ._prepare import Entry
 from ._recorder import OutcomeRecorder
 from ._report import StepReport
 from ._seam import prepare_step, step_seam
 from ._slots import Slots, slots_for
+from ._slow_agents import watch_slow_agents, watches
 
 _INF = math.inf
 _now = trio.current_time
 _SYNC = Flavor.SYNC
 _ASYNCIO = Flavor.ASYNCIO
 _TRIO = Flavor.TRIO
+_WATCH_NAME = "trio_mesa slow-agent watch"
 #: Real seconds a step waits, once its agents have ended, for litellm to log the calls
 #: they made (litellm logs a call's usage from a task or thread of its own, after the
 #: call returned); whatever is logged later is not in the report.
@@ -88,6 +92,8 @@ class Step:
             self.meters = Meters(policy.retry, limit, policy.breaker, self.recorder, seed)
         self.launchers: dict[Flavor, Any] = {}
         self.inline: InlineLauncher | None = None
+        #: ``(start, indices)`` of each batch started, kept only while a watch needs it.
+        self.batches: list[tuple[float, list[int]]] | None = None
 
     def is_removed(self, agent: Any) -> bool:
         """Whether ``agent`` left its model before its turn (Mesa's shuffle_do skips it)."""
@@ -111,7 +117,7 @@ class Step:
         if self.meters is not None or self.policy.rate_limit is not None:
             self._rebase(start)
             if breaker is not None:
-                events_before = len(breaker.events)
+                events_before = breaker.events_recorded
         self._make_launchers()
         if (
             type(self.slots) is Slots
@@ -125,13 +131,16 @@ class Step:
             for launcher in self.launchers.values():
                 launcher.slots = None
         try:
-            async with trio.open_nursery() as nursery:
-                self.recorder.cancel_step = nursery.cancel_scope.cancel
-                watch = step_watch.get()
-                if watch is not None:  # a simulate run: it may stop the step (Budget)
-                    watch(self.recorder.stop)
-                if not self.recorder.stopping:  # stopped already: no agent is started
-                    await self._spawn(nursery)
+            if self.policy.timeout is None and self.launchers and watches(self):
+                # No timeout (math.inf is "none, on purpose"): a task next to the agents
+                # warns once if one of them hangs.
+                self.batches = []
+                async with trio.open_nursery() as outer:
+                    outer.start_soon(watch_slow_agents, self, start, name=_WATCH_NAME)
+                    await self._run_agents()
+                    outer.cancel_scope.cancel()
+            else:
+                await self._run_agents()
         except BaseExceptionGroup as group:
             raise _unwrap_fatal(group) from None
         if self.recorder.unsettled:
@@ -142,12 +151,22 @@ class Step:
             if breaker is not None:
                 circuit_events = tuple(
                     event._replace(time=event.time - start)
-                    for event in breaker.events[events_before:]
+                    for event in breaker.events_since(events_before)
                 )
         report = self.recorder.report([e[0] for e in self.entries], now() - start, circuit_events)
+        step_ended(report)
         if self.policy.strict:
             report.raise_for_failures()
         return report
+
+    async def _run_agents(self) -> None:
+        async with trio.open_nursery() as nursery:
+            self.recorder.cancel_step = nursery.cancel_scope.cancel
+            watch = step_watch.get()
+            if watch is not None:  # a simulate run: it may stop the step (Budget)
+                watch(self.recorder.stop)
+            if not self.recorder.stopping:  # stopped already: no agent is started
+                await self._spawn(nursery)
 
     async def _settle_usage(self) -> None:
         # Polls: litellm's logging may run in one of its threads, which cannot wake Trio.
@@ -228,6 +247,8 @@ class Step:
         if not batch:
             return
         start = self.now()
+        if self.batches is not None:
+            self.batches.append((start, batch))
         deadline = start + self.timeout
         if deadline > self.step_deadline:
             deadline = self.step_deadline

@@ -32,7 +32,7 @@ import sys
 import threading
 import time
 import weakref
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Coroutine, Iterator
 from contextlib import contextmanager
 from typing import Any
 
@@ -68,11 +68,22 @@ runs_by_model: weakref.WeakKeyDictionary[Any, Run] = weakref.WeakKeyDictionary()
 class Run:
     """The state of one run: finished steps, the step running, live figures, the budget."""
 
-    def __init__(self, model: Any, steps: int, budget: Budget | None, now: Callable[[], float]):
+    def __init__(
+        self,
+        model: Any,
+        steps: int,
+        budget: Budget | None,
+        now: Callable[[], float],
+        *,
+        real_time: bool = False,
+    ) -> None:
         self.model = model
         self.requested = steps
         self.budget = budget
+        # The run's clock: read only on the thread that runs the host loop (the Trio
+        # run's clock raises anywhere else). ``real_time``: it ticks with the wall.
         self.now = now
+        self.real_time = real_time
         self.lock = threading.Lock()
         self.finished: list[ModelStep] = []
         self.step = 0  # the run's step running (from 1), 0 before the first
@@ -92,6 +103,8 @@ class Run:
         self.failed = 0
         self.expected = 0  # agents of the agent-set steps started and not reported
         self.done = 0  # outcomes seen of those
+        # The ETA as estimated at the end of the last step, and the monotonic time then.
+        self.eta_estimate: tuple[float, float] | None = None
 
     # -- figures ---------------------------------------------------------------------
 
@@ -111,11 +124,22 @@ class Run:
             return self.finished[-1].reports
 
     def eta(self) -> float | None:
-        """Seconds left at the mean pace of the finished steps (``None`` before one)."""
-        if not self.finished or self.stopped_because is not None:
+        """Seconds left at the mean pace of the finished steps (``None`` before one).
+
+        Safe from any thread, and never reads the run's clock: the display calls it
+        from whichever thread wrote to stdout or stderr (rich renders it there), and
+        the Trio run's clock raises outside the Trio thread. It reads the estimate made
+        at the end of the last step (`end_step`, on the host loop's thread), counted
+        down by the wall time since in a real-time run (a virtual-time run shows it
+        as it was at the step's end).
+        """
+        estimate = self.eta_estimate
+        if estimate is None or self.stopped_because is not None:
             return None
-        pace = (self.now() - self.started) / len(self.finished)
-        return max(0.0, pace * (self.requested - len(self.finished)))
+        seconds, taken = estimate
+        if self.real_time:
+            seconds -= time.monotonic() - taken
+        return max(0.0, seconds)
 
     # -- events ----------------------------------------------------------------------
 
@@ -127,12 +151,16 @@ class Run:
             self.in_step = True
 
     def end_step(self) -> None:
+        now = self.now()
         with self.lock:
             self.finished.append(
-                ModelStep(self.step, tuple(self.step_reports), self.now() - self.step_started)
+                ModelStep(self.step, tuple(self.step_reports), now - self.step_started)
             )
             self.step_reports = []
             self.in_step = False
+            done = len(self.finished)
+            pace = (now - self.started) / done
+            self.eta_estimate = (max(0.0, pace * (self.requested - done)), time.monotonic())
         self.final_reason()
 
     def expect(self, agents: int) -> None:
@@ -299,10 +327,11 @@ def _prepare(
     policy: Any,
     options: dict[str, Any],
     now: Callable[[], float],
+    real_time: bool,
 ) -> tuple[Run, StepPolicy, bool]:
     _check_arguments(where, model, steps, budget, progress)
     show = _show_progress(where, progress)
-    run = Run(model, steps, budget, now)
+    run = Run(model, steps, budget, now, real_time=real_time)
     hook = (
         _Watcher(run) if show or (budget is not None and budget.limits_usage) else _Collector(run)
     )
@@ -363,9 +392,9 @@ def simulate(
             edited), naming file, line and field, before the first step.
         RuntimeError: called from inside a running event loop (use `aio_simulate`).
         ImportError: ``progress=True`` without rich.
-        Whatever ``model.step()`` raises (a `StepFailed` in strict mode, say) ends the
-        run and propagates; KeyboardInterrupt cancels the agents still running. The
-        patch is removed in every case.
+        Exception: whatever ``model.step()`` raises (a `StepFailed` in strict mode, say)
+            ends the run and propagates; KeyboardInterrupt cancels the agents still
+            running. The patch is removed in every case.
     """
     where = "trio_mesa.simulate()"
     _refuse_inside_event_loop(where)
@@ -376,7 +405,10 @@ def simulate(
 
     async def main() -> None:
         now = trio.current_time
-        run, resolved, show = _prepare(where, model, steps, budget, progress, policy, options, now)
+        real_time = clock is None
+        run, resolved, show = _prepare(
+            where, model, steps, budget, progress, policy, options, now, real_time
+        )
         box.append(await _trio_run(run, resolved, show))
 
     with using_recording(where, cassette, record):
@@ -429,10 +461,11 @@ async def _trio_run(run: Run, policy: StepPolicy, show: bool) -> RunReport:
                     break
 
     if _has_asyncio_agents(run.model):
-        from ._aio_bridge import trio_host_loop
+        from ._aio_bridge import with_trio_host_loop
 
-        async with trio_host_loop():  # one loop for the whole run
-            await steps()
+        # One loop for the whole run; a Ctrl-C reaches the caller as itself, not in
+        # the groups of the loop's nurseries.
+        await with_trio_host_loop(lambda _: steps())
     else:
         await steps()
     return run.report()
@@ -467,9 +500,25 @@ async def aio_simulate(
     where = "trio_mesa.aio_simulate()"
     loop = asyncio.get_running_loop()
     run, resolved, show = _prepare(
-        where, model, steps, budget, progress, policy, options, time.perf_counter
+        where, model, steps, budget, progress, policy, options, time.perf_counter, True
     )
-    running: set[Any] = set()
+    # The agent-set steps running on the loop, and whether the run is being cancelled
+    # (then no step starts: one submitted just before would otherwise run in full).
+    # Both are touched only on the loop's thread.
+    running: set[asyncio.Task[StepReport]] = set()
+    stopping = False
+
+    async def tracked(coro: Coroutine[Any, Any, StepReport]) -> StepReport:
+        if stopping:
+            coro.close()
+            raise asyncio.CancelledError
+        task = asyncio.current_task()
+        assert task is not None
+        running.add(task)
+        try:
+            return await coro
+        finally:
+            running.discard(task)
 
     def stepper(agent_set: Any, method: str) -> StepReport:
         run.expect(len(agent_set))
@@ -478,12 +527,7 @@ async def aio_simulate(
         else:
             shuffled = resolved if resolved.shuffle is not None else resolved.replace(shuffle=True)
             coro = aio_call_agents(agent_set, method, policy=shuffled)
-        future = asyncio.run_coroutine_threadsafe(coro, loop)
-        running.add(future)
-        try:
-            return future.result()
-        finally:
-            running.discard(future)
+        return asyncio.run_coroutine_threadsafe(tracked(coro), loop).result()
 
     from concurrent.futures import ThreadPoolExecutor
 
@@ -500,9 +544,18 @@ async def aio_simulate(
             try:
                 await asyncio.shield(work)
             except asyncio.CancelledError:
-                for future in list(running):
-                    future.cancel()
+                # Cancel the agent-set step on the loop (its task: cancelling the
+                # thread's concurrent future instead would release model.step() while
+                # its agents were still being cancelled), then wait for model.step().
+                stopping = True
+                for task in list(running):
+                    task.cancel()
                 await asyncio.wait([work])
+                if not work.cancelled():
+                    # Taken, or asyncio logs "Future exception was never retrieved" at
+                    # exit: model.step() ends with the step's CancelledError, and the
+                    # cancellation raised here is what the caller gets.
+                    work.exception()
                 run.end_step()
                 raise
             run.end_step()

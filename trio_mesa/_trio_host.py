@@ -8,7 +8,7 @@ one Trio task per start batch waiting for them (`trio_mesa._aio_batches`).
 
 from __future__ import annotations
 
-from ._aio_bridge import trio_host_loop
+from ._aio_bridge import with_trio_host_loop
 from ._flavor import Flavor
 from ._policy import StepPolicy
 from ._prepare import Entry
@@ -22,15 +22,9 @@ async def run_on_trio_host(entries: list[Entry], policy: StepPolicy) -> StepRepo
     """Run prepared entries in the current Trio run and return the report."""
     if not any(entry[2] is _ASYNCIO for entry in entries):
         return await Step(entries, policy).run()
-    error: BaseException | None = None
-    async with trio_host_loop() as loop:
-        try:
-            return await Step(entries, policy, loop).run()
-        except (Exception, KeyboardInterrupt, SystemExit) as exc:
-            # Raised after the loop has closed, so it is not wrapped in the group of
-            # trio-asyncio's nursery: callers catch StepFailed/KeyboardInterrupt as is.
-            error = exc
-    raise error  # type: ignore[misc]
+    # Errors are raised after the loop has closed, not wrapped in the groups of
+    # trio-asyncio's nurseries: callers catch StepFailed/KeyboardInterrupt as is.
+    return await with_trio_host_loop(lambda loop: Step(entries, policy, loop).run())
 
 
 __all__ = ["run_on_trio_host"]

@@ -28,6 +28,11 @@ def enable_automatic_parallel_stepping(mode: str = "asyncio"):  # mesa-llm's: no
     ``shuffle_do`` call runs Mesa's original. ``mode`` is ``"asyncio"`` or
     ``"threading"`` (sync agents in worker threads). Also (re)installs ``do_async``.
 
+    As in mesa-llm, a model without ``parallel_stepping = True`` is stepped by Mesa's
+    sequential original; one with no such attribute at all also gets a one-time
+    ``UserWarning`` (mesa-llm says nothing), since it was most likely meant to run in
+    parallel. ``parallel_stepping = False`` opts a model out without a warning.
+
     Raises:
         ValueError: for any other ``mode`` (nothing is patched then).
     """
