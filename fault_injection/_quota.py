@@ -184,13 +184,13 @@ class TokenBucket:
             self._refill()
             return self._tokens
 
-    def stats(self) -> dict[str, float | int | None]:
+    def stats(self) -> dict[str, float | int]:
         """``rate``, ``burst``, ``tokens`` (now), ``admitted`` and ``refused``; with a
         token limit also ``llm_tokens_per_s``, ``llm_token_burst``, ``llm_tokens`` (in
         the bucket now), ``llm_tokens_charged`` and ``refused_for_tokens``."""
         tokens = self.tokens
         with self._lock:
-            out: dict[str, float | int | None] = {
+            out: dict[str, float | int] = {
                 "rate": self.quota.rate,
                 "burst": self.quota.capacity,
                 "tokens": round(tokens, 6),
