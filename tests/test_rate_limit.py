@@ -451,3 +451,21 @@ def test_what_estimates_miss_is_learned_from_usage() -> None:
         limit.settle(r.tokens, used, now=0.0, estimate=estimate)
     assert limit.expected_tokens(500) == 300
     assert limit.reserve(0.0, tokens=500).tokens == 300
+
+
+def test_slots_the_token_bucket_held_back_leave_one_at_a_time() -> None:
+    # Requests: a bucket of 2, one every 0.5 s; tokens: a bucket of 4, 4 a second.
+    limit = RateLimit(requests=2, tokens=4, per=1.0)
+    early = [limit.reserve(0.0, tokens=4) for _ in range(4)]
+    assert [r.start for r in early] == [0.0, 1.0, 2.0, 3.0]  # the tokens bind
+    for r in early:
+        assert limit.confirm(r, r.start) is None
+    late = [limit.reserve(0.0, tokens=4) for _ in range(4)]
+    assert [r.start for r in late] == [4.0, 5.0, 6.0, 7.0]
+    for _ in early:
+        limit.settle(4, 0, now=3.0)  # none of them used a token: 4 s given back
+    # The token bucket would let all four go at 3.0, and so would the request schedule
+    # (it counted the early ones at their request slots, 0 to 1.5); but they were given
+    # at 0, 1, 2 and 3: the request bucket lets one go at 3.0, the next at 3.5.
+    assert limit.confirm(late[0], 3.0) is None
+    assert limit.confirm(late[1], 3.0) == Reservation(3.5, 0, 4)

@@ -204,6 +204,10 @@ class RateLimit:
         self._domain = ClockDomain()
         self._tat = -math.inf  # theoretical arrival time of the next slot
         self._token_tat = -math.inf  # the token bucket's (request mode with tokens)
+        # Request mode: the request bucket as the starts really given spend it (`confirm`
+        # checks it at the door: a slot the token bucket held back must not let the
+        # request schedule's saved-up slots out in a burst).
+        self._sent_tat = -math.inf
         self._shift = 0.0  # what settling moved the token schedule by, in all
         self._gate = -math.inf  # no start before this (the latest hold-off's end)
         self._epoch = 0
@@ -435,6 +439,9 @@ class RateLimit:
                 # taught since the slot was handed out (the difference moves this
                 # slot and every later one, as a settlement does); the caller confirms
                 # once more and settles the returned reservation's tokens.
+                door = self._sent_tat - self._tolerance
+                if self._requests is not None and now < door:
+                    return replace(reservation, start=door)
                 again = self._expected(reservation.estimate)
                 if again != reservation.tokens:
                     moved = (again - reservation.tokens) * self._token_interval
@@ -444,6 +451,8 @@ class RateLimit:
                     return replace(
                         reservation, tokens=again, start=max(start + moved, reservation.floor)
                     )
+                if self._requests is not None:
+                    self._sent_tat = max(self._sent_tat, now) + self._interval
                 return None
             if now < reservation.start:
                 return reservation
@@ -530,6 +539,7 @@ class RateLimit:
                 return False
             self._gate = until
             self._tat = max(self._tat, until + self._tolerance)
+            self._sent_tat = max(self._sent_tat, until + self._tolerance)
             self._epoch += 1
             self._last_hold_off = HoldOff(at=now, until=until, reason=reason)
             return True
@@ -579,4 +589,5 @@ class RateLimit:
             # -inf stays -inf: nothing stored yet.
             self._tat += offset
             self._token_tat += offset
+            self._sent_tat += offset
             self._gate += offset
