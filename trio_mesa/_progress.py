@@ -110,8 +110,8 @@ def live_progress(run: Run) -> Iterator[ProgressView]:
         refresh_per_second=4,
         transient=False,
         redirect_stdout=_is_terminal(sys.stdout),
-    ):
-        proxies = _own_proxies()
+    ) as live:
+        proxies = _own_proxies(live.console)
         try:
             yield view
         finally:
@@ -178,7 +178,7 @@ class _LineProxy(io.TextIOBase):
         return self._file.isatty()
 
 
-def _own_proxies() -> list[_LineProxy]:
+def _own_proxies(console: Any) -> list[_LineProxy]:
     # Live has just put its FileProxy on sys.stdout/sys.stderr (it restores the real
     # streams itself when it stops): ours take their place.
     from rich.file_proxy import FileProxy
@@ -187,7 +187,7 @@ def _own_proxies() -> list[_LineProxy]:
     for name in ("stdout", "stderr"):
         stream = getattr(sys, name)
         if isinstance(stream, FileProxy):
-            proxy = _LineProxy(stream._FileProxy__console, stream.rich_proxied_file)
+            proxy = _LineProxy(console, stream.rich_proxied_file)
             setattr(sys, name, proxy)
             proxies.append(proxy)
     return proxies
