@@ -14,6 +14,11 @@ from ._text import one_line, safe_str
 from ._usage import Usage, sum_usage
 
 
+def resume_hint(directory: str) -> str:
+    """How to continue the run kept in ``directory`` (a line for messages and notes)."""
+    return f"resume it with trio_mesa.resume({directory!r})"
+
+
 def _counts(outcomes: Iterable[AgentOutcome]) -> dict[Status, int]:
     counts = dict.fromkeys(Status, 0)
     for o in outcomes:
@@ -113,13 +118,20 @@ class RunReport:
         stopped_because: ``None`` when every requested step ran; otherwise what
             stopped the run early, naming the `Budget` limit and the figures (e.g.
             ``"max_tokens=10000 crossed: 10342 tokens after step 7"``).
-        duration: seconds the whole run took (on the run's clock).
+        duration: seconds the whole run took (on the run's clock; a resumed run: the
+            steps before the resume plus the resumed part).
+        resumed_after: for a run continued by `trio_mesa.resume`, the step each resume
+            started after (its snapshot's step), in order; ``()`` for a run that ran
+            through.
+        checkpoint: the run directory (``simulate(checkpoint=...)``), or ``None``.
     """
 
     steps: tuple[ModelStep, ...]
     requested: int
     stopped_because: str | None = None
     duration: float = 0.0
+    resumed_after: tuple[int, ...] = ()
+    checkpoint: str | None = None
 
     def __len__(self) -> int:
         return len(self.steps)
@@ -222,8 +234,11 @@ class RunReport:
         Holds ``requested``, ``completed``, ``stopped_because``, ``duration``, the
         totals, and ``records`` (`to_records`, exceptions as type and message strings).
         A ``result`` that is not JSON is written as its ``str()``. ``dumps`` go to
-        ``json.dumps`` (``indent=2``, say).
+        ``json.dumps`` (``indent=2``, say). ``steps`` holds every model step in the
+        run directory ledger's form, which `from_json` reads back.
         """
+        from ._portable import model_step_to_json
+
         usage = self.usage
         doc = {
             "requested": self.requested,
@@ -247,8 +262,40 @@ class RunReport:
                 "unpriced_calls": usage.unpriced_calls,
             },
             "records": self.to_records(),
+            "resumed_after": list(self.resumed_after),
+            "checkpoint": self.checkpoint,
+            "steps": [model_step_to_json(s) for s in self.steps],
         }
         return json.dumps(doc, default=safe_str, **dumps)
+
+    @classmethod
+    def from_json(cls, text: str | bytes) -> RunReport:
+        """The `RunReport` `to_json` wrote. Agents come back as
+        `trio_mesa._portable.RemoteAgent` stand-ins (``unique_id`` and class name),
+        exceptions as ``RemoteException`` stand-ins of a class named after the original
+        (type name and message), a ``result`` that was not JSON as its ``repr``.
+
+        Raises:
+            ValueError: ``text`` is not a document `to_json` wrote (naming the field).
+        """
+        from ._portable import model_step_from_json
+
+        try:
+            doc = json.loads(text)
+            steps = tuple(model_step_from_json(s) for s in doc["steps"])
+            return cls(
+                steps,
+                int(doc["requested"]),
+                doc["stopped_because"],
+                float(doc["duration"]),
+                tuple(int(n) for n in doc.get("resumed_after", ())),
+                doc.get("checkpoint"),
+            )
+        except (KeyError, TypeError, ValueError, IndexError) as exc:
+            raise ValueError(
+                f"RunReport.from_json: not a RunReport.to_json document "
+                f"({type(exc).__name__}: {exc})"
+            ) from None
 
     def _summary(self) -> str:
         counts = self.counts
@@ -278,6 +325,10 @@ class RunReport:
             lines += wrap(f"usage: {usage}")
         if self.stopped_because:
             lines += wrap(f"stopped early: {self.stopped_because}")
+        if self.resumed_after:
+            lines += wrap(f"resumed after step {', '.join(map(str, self.resumed_after))}")
+        if self.checkpoint is not None and len(self.steps) < self.requested:
+            lines += wrap(f"run kept in {self.checkpoint}: {resume_hint(self.checkpoint)}")
         lines.append(
             f"  {'step':>4}  {'ok':>6}  {'failed':>6}  {'timed':>6}  "
             f"{'cancel':>6}  {'retry':>5}  {'tokens':>8}  {'s':>7}"
