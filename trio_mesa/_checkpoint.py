@@ -37,8 +37,7 @@ from pathlib import Path
 from typing import Any
 
 from ._budget import Budget
-from ._portable import model_step_from_json, model_step_to_json
-from ._run_report import ModelStep, resume_hint
+from ._run_report import ModelStep, model_step_from_json, model_step_to_json, resume_hint
 from ._text import safe_repr
 
 FORMAT = "trio-mesa-run"
@@ -148,13 +147,13 @@ def unpicklable_part(value: Any, where: str = "model", depth: int = 6) -> str | 
 def _versions() -> dict[str, str]:
     from importlib.metadata import PackageNotFoundError, version
 
-    from . import __version__
-
-    try:
-        mesa = version("mesa")
-    except PackageNotFoundError:  # pragma: no cover - Mesa is a dependency
-        mesa = "absent"
-    return {"trio_mesa": __version__, "mesa": mesa, "python": platform.python_version()}
+    found = {}
+    for name, dist in (("trio_mesa", "trio-mesa"), ("mesa", "mesa")):
+        try:
+            found[name] = version(dist)
+        except PackageNotFoundError:  # as trio_mesa.__version__ (a source tree)
+            found[name] = "0+unknown"
+    return {**found, "python": platform.python_version()}
 
 
 def class_name(cls: type) -> str:

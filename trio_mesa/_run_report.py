@@ -8,10 +8,12 @@ from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from typing import Any
 
+from ._breaker import BreakerEvent
 from ._outcome import FAILURE_STATUSES, AgentOutcome, Status
+from ._remote import RemoteAgent, RemoteException, remote_agent, remote_exception
 from ._report import WIDTH, StepReport, fit_summary, own_words, wrap
-from ._text import one_line, safe_str
-from ._usage import Usage, sum_usage
+from ._text import CELL_LIMIT, exception_message, one_line, safe_repr, safe_str
+from ._usage import NO_USAGE, Usage, sum_usage
 
 
 def resume_hint(directory: str) -> str:
@@ -237,7 +239,6 @@ class RunReport:
         ``json.dumps`` (``indent=2``, say). ``steps`` holds every model step in the
         run directory ledger's form, which `from_json` reads back.
         """
-        from ._portable import model_step_to_json
 
         usage = self.usage
         doc = {
@@ -278,8 +279,6 @@ class RunReport:
         Raises:
             ValueError: ``text`` is not a document `to_json` wrote (naming the field).
         """
-        from ._portable import model_step_from_json
-
         try:
             doc = json.loads(text)
             steps = tuple(model_step_from_json(s) for s in doc["steps"])
@@ -382,4 +381,120 @@ class RunReport:
         return table
 
 
-__all__ = ["ModelStep", "RunReport"]
+# -- JSON: the ledger of a run directory, `RunReport.from_json` ---------------------------
+#
+# One model step as plain JSON values, and back. What cannot be JSON is kept as the
+# portable stand-ins above: an agent as a `RemoteAgent` (``unique_id``, class name), an
+# exception as a `RemoteException` (type name, message), a result that is not JSON as
+# its ``repr``. ``unique_id``s that are not ``int`` or ``str`` come back as ``str``.
+
+_USAGE_FIELDS = (
+    "calls",
+    "prompt_tokens",
+    "completion_tokens",
+    "known_cost",
+    "unpriced_calls",
+    "request_retries",
+)
+
+
+def _json_value(value: Any) -> Any:
+    if value is None or isinstance(value, (bool, int, float, str)):
+        return value
+    try:
+        json.dumps(value, allow_nan=True)
+    except (TypeError, ValueError):
+        return safe_repr(value, limit=CELL_LIMIT)
+    return value
+
+
+def _uid(value: Any) -> Any:
+    return value if isinstance(value, (int, str)) else safe_repr(value, limit=200)
+
+
+def _outcome_to_json(o: AgentOutcome) -> dict[str, Any]:
+    exc = o.exception
+    doc: dict[str, Any] = {
+        "unique_id": _uid(o.unique_id),
+        "agent_class": type(o.agent).__name__,
+        "status": o.status.value,
+        "exception": None
+        if exc is None
+        else [
+            exc.type_name if isinstance(exc, RemoteException) else type(exc).__name__,
+            exception_message(exc),
+        ],
+        "result": _json_value(o.result),
+        "duration": o.duration,
+        "attempts": o.attempts,
+        "abandoned": o.abandoned,
+    }
+    if o.usage:
+        doc["usage"] = [getattr(o.usage, name) for name in _USAGE_FIELDS]
+    return doc
+
+
+def model_step_to_json(step: ModelStep) -> dict[str, Any]:
+    """``step`` as plain JSON values (`model_step_from_json` reads it back)."""
+    return {
+        "step": step.step,
+        "duration": step.duration,
+        "reports": [
+            {
+                "step": r.step,
+                "duration": r.duration,
+                "circuit_events": [[e[0], e[1], e[2]] for e in r.circuit_events],
+                "unattributed_requests": r.unattributed_requests,
+                "outcomes": [_outcome_to_json(o) for o in r.outcomes],
+            }
+            for r in step.reports
+        ],
+    }
+
+
+def model_step_from_json(doc: dict[str, Any]) -> ModelStep:
+    """The `ModelStep` `model_step_to_json` wrote, with portable agents and exceptions.
+
+    Raises:
+        KeyError, TypeError, ValueError: ``doc`` is not what `model_step_to_json` writes.
+    """
+    agents: dict[tuple[Any, str], RemoteAgent] = {}
+    reports = []
+    for r in doc["reports"]:
+        outcomes = []
+        for o in r["outcomes"]:
+            key = (o["unique_id"], o["agent_class"])
+            agent = agents.get(key)
+            if agent is None:
+                agent = agents[key] = remote_agent(*key)
+            exc = o["exception"]
+            usage = o.get("usage")
+            # Rebuilt from the ledger, not made by a step: the recorder builds the live ones.
+            outcomes.append(
+                AgentOutcome._make(
+                    (
+                        agent,
+                        o["unique_id"],
+                        Status(o["status"]),
+                        None if exc is None else remote_exception(str(exc[0]), str(exc[1])),
+                        o["result"],
+                        float(o["duration"]),
+                        int(o["attempts"]),
+                        bool(o["abandoned"]),
+                        NO_USAGE if usage is None else Usage(*usage),
+                    )
+                )
+            )
+        reports.append(
+            StepReport(
+                tuple(outcomes),
+                r["step"],
+                float(r["duration"]),
+                tuple(BreakerEvent(*e) for e in r["circuit_events"]),
+                int(r["unattributed_requests"]),
+            )
+        )
+    return ModelStep(int(doc["step"]), tuple(reports), float(doc["duration"]))
+
+
+__all__ = ["ModelStep", "RunReport", "model_step_from_json", "model_step_to_json"]
