@@ -212,9 +212,11 @@ class RunDirectory:
             )
         try:
             path.mkdir(parents=True, exist_ok=True)
-            settings = None
-            with contextlib.suppress(Exception):
+            settings = settings_error = None
+            try:
                 settings = _dumps({"policy": policy, "options": options})
+            except Exception:
+                settings_error = unpicklable_part({"policy": policy, "options": options}, "")
             if settings is not None:
                 write_atomic(path / SETTINGS, settings)
             manifest: dict[str, Any] = {
@@ -229,6 +231,7 @@ class RunDirectory:
                 "policy": safe_repr(policy, limit=2000),
                 "options": {k: safe_repr(v, limit=200) for k, v in options.items()},
                 "settings": None if settings is None else hashlib.sha256(settings).hexdigest(),
+                "settings_error": settings_error,
                 "snapshots": [],
                 "resumes": [],
             }

@@ -58,8 +58,8 @@ def _prepare(
         if settings is None:
             raise CheckpointError(
                 run_dir.path,
-                f"{where}: the run's policy could not be saved (it does not pickle); "
-                "pass policy= (or its options) to resume",
+                f"{where}: the run's policy could not be saved (it does not pickle: "
+                f"{manifest.get('settings_error')}); pass policy= (or its options) to resume",
             )
         policy, options = settings["policy"], dict(settings["options"])
     run_dir.keep_ledger(step)
