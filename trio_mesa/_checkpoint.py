@@ -120,24 +120,31 @@ def _children(value: Any) -> Iterator[tuple[str, Any]]:
                     yield f".{name}", item
 
 
-def unpicklable_part(value: Any, where: str = "model", depth: int = 6) -> str | None:
+def unpicklable_part(
+    value: Any, where: str = "model", depth: int = 8, seen: set[int] | None = None
+) -> str | None:
     """The path (``model.client._lock``) of the deepest part of ``value`` that does not
-    pickle, with its type and the error; ``None`` when ``value`` pickles."""
+    pickle, with its type and the error; ``None`` when ``value`` pickles. Each object is
+    looked into once, by the first path that reaches it (so a part of the model is
+    named from the model, not through a reference back to it)."""
     try:
         _dumps(value)
     except Exception as exc:
         error = f"{type(exc).__name__}: {exc}"
     else:
         return None
+    root = seen is None
+    seen = {id(value)} if seen is None else seen
     if depth > 0:
-        seen: set[int] = set()
-        for name, item in _children(value):
-            if id(item) in seen:
-                continue
-            seen.add(id(item))
-            found = unpicklable_part(item, where + name, depth - 1)
+        every = list(_children(value))
+        children = [(name, item) for name, item in every if id(item) not in seen]
+        seen.update(id(item) for _, item in children)
+        for name, item in children:
+            found = unpicklable_part(item, where + name, depth - 1, seen)
             if found is not None:
                 return found
+        if every and not root:
+            return None  # it fails through a part already looked into (named from there)
     return f"{where} ({type(value).__name__}): {error}"
 
 
