@@ -10,7 +10,7 @@ PYTHON ?= $(shell for p in "$$(pyenv which python 2>/dev/null)" python3.12 pytho
 	  "$$p" -c 'import sys; sys.exit(sys.version_info < (3, 12))' 2>/dev/null && { echo "$$p"; break; }; \
 	done)
 
-.PHONY: demo test bench profile lint clean
+.PHONY: demo test bench profile lint docs clean
 
 $(VENV)/.created:
 	@test -n "$(PYTHON)" || { echo "error: no Python >= 3.12 found (install one or set PYTHON=...)" >&2; exit 1; }
@@ -34,10 +34,17 @@ bench: $(VENV)/.installed-bench
 profile: $(VENV)/.installed-bench
 	$(PY) benchmarks/profile.py $(PROFILE_ARGS)
 
+LINTED := trio_mesa fault_injection tests benchmarks examples docs/conf.py docs/_ext conftest.py
+
 lint: $(VENV)/.installed-dev
-	$(VENV)/bin/ruff check trio_mesa fault_injection tests benchmarks examples
-	$(VENV)/bin/ruff format --check trio_mesa fault_injection tests benchmarks examples
+	$(VENV)/bin/ruff check $(LINTED)
+	$(VENV)/bin/ruff format --check $(LINTED)
 	$(VENV)/bin/mypy
 
+# The site in docs/_build/html. Strict: a warning is an error (-W, reported all at once
+# with --keep-going), every reference must resolve (-n), and a fresh environment (-E).
+docs: $(VENV)/.installed-docs
+	$(VENV)/bin/sphinx-build -W --keep-going -n -E -q -b html docs docs/_build/html
+
 clean:
-	rm -rf $(VENV) .pytest_cache .hypothesis
+	rm -rf $(VENV) .pytest_cache .hypothesis docs/_build

@@ -13,7 +13,7 @@ Trio. On this 2-core VM that minimum alone measures about 1.15x (about 10.7 ms t
 1,000 sleeping coroutines, 11 us each, before the last one's 100 ms even begins), so
 the 1.15x target leaves no room for any bookkeeping, and the Trio host's own fixed cost
 (a Trio run and a trio-asyncio loop opened and closed, no agents; measured here too)
-comes on top of it: see the README.
+comes on top of it: see benchmarks/RESULTS.md.
 """
 
 from __future__ import annotations

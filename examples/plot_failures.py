@@ -8,10 +8,15 @@ the run's summary and the collector's table, then plots failures and tokens per 
 with matplotlib when it is installed (``pip install 'trio-mesa[plot]'``).
 
     python examples/plot_failures.py [failures.png]
+
+The README's picture is this plot: ``python examples/plot_failures.py
+docs/_static/failures.png`` draws it, and a test checks that the figures it shows are
+the ones this script computes today (they are written into the PNG's metadata).
 """
 
 from __future__ import annotations
 
+import json
 import sys
 from typing import Any
 
@@ -53,6 +58,12 @@ def run() -> tuple[trio_mesa.RunReport, Any]:
     return report, frame
 
 
+def figures(frame: Any) -> str:
+    """What the plot shows, as JSON: kept in the PNG so a test can tell a stale picture."""
+    columns = ("failed", "timed_out", "tokens")
+    return json.dumps({c: [int(v) for v in frame[c]] for c in columns}, sort_keys=True)
+
+
 def plot(frame: Any, path: str) -> bool:
     """Draw failures and tokens per step into ``path``; ``False`` without matplotlib."""
     try:
@@ -65,10 +76,12 @@ def plot(frame: Any, path: str) -> bool:
     failures.set_ylabel("agents")
     failures.legend()
     tokens.plot(frame.index, frame["tokens"], marker="o")
+    tokens.set_ylim(0, frame["tokens"].max() * 1.2)
     tokens.set_ylabel("tokens")
     tokens.set_xlabel("step")
     fig.suptitle(f"{SCENARIO.name}: {SCENARIO.description}", fontsize=9)
-    fig.savefig(path)
+    # No "Software" entry (the matplotlib version): the same figures make the same file.
+    fig.savefig(path, metadata={"Software": None, "Description": figures(frame)})
     plt.close(fig)
     return True
 

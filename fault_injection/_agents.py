@@ -132,7 +132,7 @@ class FakeLLMModel(mesa.Model):
         quota: the provider's `TokenBucket` (``None`` without ``scenario.quota``), on
             ``clock`` divided by ``scale``: model seconds, like the quota's rate.
         tally: successful agent steps so far (each OK outcome adds exactly one).
-        running: ``unique_id``s whose step code is executing right now.
+        running: the ``unique_id`` of every agent whose step code is executing right now.
         aio_tasks: the asyncio tasks asyncio-flavored steps ran in.
         datacollector: a Mesa ``DataCollector`` with one model reporter, ``tally``,
             collected at the end of each `step`.

@@ -11,8 +11,8 @@ import trio.testing
 # litellm (an optional test extra) fetches a model cost map from the internet at import.
 os.environ.setdefault("LITELLM_LOCAL_MODEL_COST_MAP", "True")
 
-# The chaos LLM server fixture (chaos_llm_server) and its chaos_server marker.
-pytest_plugins = ["fault_injection.pytest_plugin"]
+# The chaos LLM server fixture (chaos_llm_server) and its chaos_server marker are loaded
+# by the repository's root conftest.py (pytest_plugins belongs in the top-level one).
 
 
 def pytest_collection_finish(session: pytest.Session) -> None:

@@ -1,9 +1,11 @@
-"""``examples/plot_failures.py`` runs headless, and its DataCollector table is exact."""
+"""``examples/plot_failures.py`` runs headless, its DataCollector table is exact, and the
+README's picture is what it draws today."""
 
 from __future__ import annotations
 
 import importlib.util
 import os
+import struct
 import subprocess
 import sys
 from pathlib import Path
@@ -11,7 +13,9 @@ from pathlib import Path
 from fault_injection import expected_run
 from trio_mesa import Status
 
-EXAMPLE = Path(__file__).resolve().parent.parent / "examples" / "plot_failures.py"
+ROOT = Path(__file__).resolve().parent.parent
+EXAMPLE = ROOT / "examples" / "plot_failures.py"
+PICTURE = ROOT / "docs" / "_static" / "failures.png"
 
 
 def _load():
@@ -58,3 +62,27 @@ def test_the_example_runs_headless(tmp_path: Path) -> None:
     else:
         assert f"plot written to {out}" in proc.stdout
         assert out.read_bytes().startswith(b"\x89PNG")
+
+
+def _png_text(path: Path) -> dict[str, str]:
+    """The PNG's tEXt chunks (keyword -> text)."""
+    data = path.read_bytes()
+    assert data.startswith(b"\x89PNG\r\n\x1a\n"), path
+    chunks, pos = {}, 8
+    while pos < len(data):
+        length, kind = struct.unpack(">I4s", data[pos : pos + 8])
+        if kind == b"tEXt":
+            keyword, _, text = data[pos + 8 : pos + 8 + length].partition(b"\0")
+            chunks[keyword.decode("latin-1")] = text.decode("latin-1")
+        pos += 12 + length
+    return chunks
+
+
+def test_the_readme_picture_shows_what_the_example_computes_today() -> None:
+    example = _load()
+    _, frame = example.run()
+    assert _png_text(PICTURE).get("Description") == example.figures(frame), (
+        "docs/_static/failures.png is stale: "
+        "python examples/plot_failures.py docs/_static/failures.png"
+    )
+    assert "docs/_static/failures.png" in (ROOT / "README.md").read_text()

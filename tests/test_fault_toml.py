@@ -89,3 +89,16 @@ def test_missing_file(tmp_path: Path) -> None:
 def test_from_dict_needs_a_name() -> None:
     with pytest.raises(ScenarioError):
         scenario_from_dict({"agents": 3})
+
+
+def test_the_documented_scenario_file_loads_and_matches_the_oracle() -> None:
+    # docs/guides/fault-injection.md shows examples/my-provider.toml in full, verbatim.
+    root = Path(__file__).parent.parent
+    path = root / "examples" / "my-provider.toml"
+    guide = (root / "docs" / "guides" / "fault-injection.md").read_text()
+    assert f"```toml\n{path.read_text()}```" in guide, "the guide's copy of the file is stale"
+    scenario = load_scenario(path)
+    assert scenario.name == "my-provider" and scenario.retry is not None
+    assert {rule.kind for rule in scenario.rules} == {FaultKind.HANG, FaultKind.CONNECTION_ERROR}
+    result = run_scenario(scenario, seed=7)
+    assert result.matched, result.mismatches

@@ -1,4 +1,4 @@
-"""The public surface is exactly what README documents, and it reprs as the package."""
+"""Every public name has an entry in the API reference, and it reprs as the package."""
 
 from __future__ import annotations
 
@@ -12,22 +12,51 @@ import fault_injection.chaos
 import trio_mesa
 import trio_mesa.compat
 
-README = (Path(__file__).parent.parent / "README.md").read_text()
+API = Path(__file__).parent.parent / "docs" / "api"
+_MODULE = re.compile(r"^\.\. module:: (\S+)$", re.M)
+_ENTRY = re.compile(r"^\.\. (?:auto)?(?:class|function|exception|data):: (\w+)$", re.M)
 
 
-def _documented(package: str) -> set[str]:
-    section = README.split("## Reference: every public name", 1)[1].split("\n## ", 1)[0]
-    match = re.search(rf"^- `{re.escape(package)}`: (.*?)\.$", section, re.M | re.S)
-    assert match, f"README lists no public names for {package}"
-    return set(re.findall(r"`([A-Za-z_][A-Za-z0-9_]*)`", match.group(1)))
+def _documented() -> dict[str, set[str]]:
+    """The names each API page documents, by the module its ``.. module::`` names."""
+    documented: dict[str, set[str]] = {}
+    for page in sorted(API.glob("*.md")):
+        text = page.read_text()
+        modules = _MODULE.findall(text)
+        if not modules:
+            continue
+        (module,) = modules
+        documented.setdefault(module, set()).update(_ENTRY.findall(text))
+    return documented
 
 
 PACKAGES = [trio_mesa, trio_mesa.compat, fault_injection, fault_injection.chaos]
 
 
 @pytest.mark.parametrize("package", PACKAGES)
-def test_public_names_are_exactly_what_readme_documents(package) -> None:
-    assert set(package.__all__) == _documented(package.__name__)
+def test_every_public_name_has_an_entry_in_the_api_reference(package) -> None:
+    # A name a package re-exports from a public subpackage (fault_injection's chaos
+    # server names) is documented once, on the subpackage's page.
+    documented = _documented()
+    here = documented.get(package.__name__, set())
+    below = set().union(
+        *(
+            names
+            for module, names in documented.items()
+            if module.startswith(package.__name__ + ".")
+        )
+    )
+    # A name re-exported from another package (fault_injection.chaos's Cassette, from
+    # trio_mesa) is documented where it lives.
+    elsewhere = {
+        name
+        for name in package.__all__
+        if name in documented.get(getattr(getattr(package, name), "__module__", ""), set())
+    }
+    missing = set(package.__all__) - here - below - elsewhere
+    assert not missing, f"{package.__name__}: no entry in docs/api/ for {sorted(missing)}"
+    stale = here - set(package.__all__)
+    assert not stale, f"docs/api/ documents {sorted(stale)}, not in {package.__name__}.__all__"
     for name in package.__all__:
         assert hasattr(package, name), name
 

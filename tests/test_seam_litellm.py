@@ -48,3 +48,27 @@ def test_a_litellm_call_that_bypasses_the_seam_is_reported_loudly(result) -> Non
 
 def test_litellm_sessions_are_restored_after_each_step(result) -> None:
     assert result["sessions_restored"] == [True, True]
+
+
+COST_SCRIPT = """
+import contextlib, io, os
+os.environ["LITELLM_LOCAL_MODEL_COST_MAP"] = "True"
+import litellm
+from trio_mesa._transport import _cost
+
+upstream = io.StringIO()
+with contextlib.redirect_stdout(upstream), contextlib.suppress(Exception):
+    litellm.cost_per_token(model="chaos", prompt_tokens=1, completion_tokens=1)
+print("upstream prints:", "Provider List" in upstream.getvalue())
+print("ours:", _cost("chaos", 1, 1), _cost("gpt-4o-mini", 1000, 1000) is not None)
+"""
+
+
+def test_pricing_a_model_litellm_does_not_know_prints_nothing() -> None:
+    # Upstream: litellm 1.x prints "Provider List: ..." to stdout before raising for an
+    # unknown model; the seam prices every response, so it must not ask for those.
+    done = subprocess.run(
+        [sys.executable, "-c", COST_SCRIPT], capture_output=True, text=True, timeout=120
+    )
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.splitlines() == ["upstream prints: True", "ours: None True"]

@@ -423,9 +423,9 @@ def simulate(
             run, or a model that cannot be snapshotted, before the first step.
         RuntimeError: called from inside a running event loop (use `aio_simulate`).
         ImportError: ``progress=True`` without rich.
-        Whatever ``model.step()`` raises (a `StepFailed` in strict mode, say) ends the
-        run and propagates; KeyboardInterrupt cancels the agents still running. The
-        patch is removed in every case.
+        Exception: whatever ``model.step()`` raises (a `StepFailed` in strict mode, say)
+            ends the run and propagates; KeyboardInterrupt cancels the agents still
+            running. The patch is removed in every case.
     """
     where = "trio_mesa.simulate()"
     _refuse_inside_event_loop(where)

@@ -144,8 +144,6 @@ def _replayed_error(exchange: Exchange, request: httpx.Request) -> Exception:
 
 # -- usage -----------------------------------------------------------------------------------
 
-_costs: dict[str, Any] = {}
-
 
 def _cost(model: Any, prompt: int, completion: int) -> float | None:
     """The call's cost from litellm's cost map (``None``: unknown model, or no litellm)."""
@@ -153,6 +151,12 @@ def _cost(model: Any, prompt: int, completion: int) -> float | None:
 
     litellm = sys.modules.get("litellm")
     if litellm is None or not isinstance(model, str):
+        return None
+    # litellm 1.x prints "Provider List: ..." to stdout before raising for a model its
+    # map does not know (get_llm_provider): an agent's stdout is the user's, so ask the
+    # map itself first and call litellm only for a model it prices.
+    prices = getattr(litellm, "model_cost", None)
+    if not isinstance(prices, dict) or model not in prices:
         return None
     try:
         p, c = litellm.cost_per_token(
