@@ -151,6 +151,13 @@ def _kept(parser: argparse.ArgumentParser, args: Any, scenario: Scenario | None)
             )
     except trio_mesa.CheckpointError as exc:
         parser.exit(2, f"{parser.prog}: error: {exc}\n")
+    except KeyboardInterrupt:
+        where = args.directory if scenario is None else args.checkpoint
+        parser.exit(
+            130,
+            f"interrupted; the run is kept in {where}: "
+            f"python -m fault_injection resume {where} continues it\n",
+        )
     if args.json:
         sys.stdout.write(json.dumps(result.to_json()) + "\n")
     else:

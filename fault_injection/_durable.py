@@ -55,7 +55,7 @@ def run_checkpointed(
         clock=None if real_time else _mock_clock(),
         checkpoint=checkpoint,
         every=every,
-        progress=False,
+        progress=None,  # simulate's live display when stderr is a terminal
     )
     return result_of(report, expected, scale, real_time, time.perf_counter() - started)
 
