@@ -1,12 +1,14 @@
 """Child process of tests/test_e2e_durable_mesa_llm.py: real mesa-llm agents in a run
 kept by ``trio_mesa.simulate(checkpoint=DIR)``, that the test SIGKILLs and resumes.
 
-    python tests/mesa_llm_durable.py run DIR API_BASE AGENTS STEPS [KILL_AT_STEP]
+    python tests/mesa_llm_durable.py run DIR API_BASE AGENTS STEPS [KILL_AT_STEP [OUTCOMES]]
     python tests/mesa_llm_durable.py resume DIR
 
-With ``KILL_AT_STEP``, the child prints ``{"killable": step}`` when that step's agents
-have all been answered (its report is in, its ledger line and snapshot not yet written)
-and waits there for a line on stdin: the test kills it then. At the end it prints one
+With ``KILL_AT_STEP`` (and ``KILL_ME=1`` in the environment), the child prints
+``{"killable": step, ...}`` in that step, after ``OUTCOMES`` agents' outcomes (other
+agents' requests in flight) or, without it, when every agent has been answered (the
+report is in, its ledger line and snapshot not yet written), and waits there for a line
+on stdin: the test kills it then. At the end it prints one
 JSON document: every step's outcomes and every agent's final position and memory.
 (Importing mesa_llm patches Mesa for the whole process: never in the test process.)
 """
@@ -36,17 +38,33 @@ class DurableTown(Town):
 
 
 class StopAt:
-    """An ``on_report`` hook: at step ``step``'s report, say so and wait (to be killed).
-    Inert in a resumed run (the step it stops at is then being redone)."""
+    """A hook: in step ``step``, after ``outcomes`` agents' outcomes (``None``: at the
+    step's report, every agent answered), say so on stdout and wait (to be killed).
+    Active only in a child started with ``KILL_ME=1`` (not in the resumed run)."""
 
-    def __init__(self, step: int | None) -> None:
+    def __init__(self, step: int | None, outcomes: int | None) -> None:
         self.step = step
+        self.outcomes = outcomes
+        self.reports = 0
+        self.seen = 0
+
+    def on_outcome(self, outcome: trio_mesa.AgentOutcome) -> None:
+        if self.reports + 1 == self.step and self.outcomes is not None:
+            self.seen += 1
+            if self.seen == self.outcomes:
+                self._wait(f"after {self.seen} outcomes")
 
     def on_report(self, report: trio_mesa.StepReport) -> None:
-        if report.step == self.step and os.environ.get("KILL_ME") == "1":
-            sys.stdout.write(json.dumps({"killable": report.step}) + "\n")
-            sys.stdout.flush()
-            sys.stdin.readline()
+        self.reports += 1
+        if self.reports == self.step and self.outcomes is None:
+            self._wait("at its report")
+
+    def _wait(self, where: str) -> None:
+        if os.environ.get("KILL_ME") != "1":
+            return
+        sys.stdout.write(json.dumps({"killable": self.step, "where": where}) + "\n")
+        sys.stdout.flush()
+        sys.stdin.readline()
 
 
 def summary(report: trio_mesa.RunReport, model: Any) -> dict[str, Any]:
@@ -76,13 +94,14 @@ def main(argv: list[str]) -> None:
     if argv[0] == "run":
         directory, api_base, agents, steps = argv[1:5]
         kill_at = int(argv[5]) if len(argv) > 5 else None
+        outcomes = int(argv[6]) if len(argv) > 6 else None
         model = DurableTown(int(agents), api_base)
         report = trio_mesa.simulate(
             model,
             int(steps),
             checkpoint=directory,
             timeout=30,
-            hooks=(StopAt(kill_at),),
+            hooks=(StopAt(kill_at, outcomes),),
             progress=False,
         )
     else:

@@ -36,6 +36,10 @@ from ._seam_context import Seam, current_seam
 from ._usage import AGENT, REQUEST_RETRIES, REQUESTS, add_call, current_ledger, ledger_lock
 
 _HEADER = "x-agent-id"
+#: The agent's call number in the recording, sent with a call the cassette did not
+#: answer: a deterministic test provider (the chaos server) answers a call asked again
+#: after a resume as it answered it the first time.
+_CALL_HEADER = "x-agent-call"
 
 
 class SeamHTTPError(Exception):
@@ -292,6 +296,7 @@ class SeamAsyncTransport(httpx.AsyncBaseTransport):
                 await _hold()  # abandoned when recorded: the client gives up again
                 raise AssertionError("unreachable: _hold() only ends by cancellation")
             call.request_body(request)
+            request.headers[_CALL_HEADER] = str(number)
         try:
             response = await self._transport().handle_async_request(request)
             await response.aread()
@@ -410,6 +415,7 @@ class SeamTransport(httpx.BaseTransport):
                     "replayed from the cassette: the client gave up on this call", request=request
                 )
             call.request_body(request)
+            request.headers[_CALL_HEADER] = str(number)
         try:
             response = self._inner.handle_request(request)
             response.read()
