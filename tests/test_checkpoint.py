@@ -289,3 +289,45 @@ def test_resume_refuses_fewer_steps_than_done_and_what_is_no_run(kept: Path, tmp
         trio_mesa.resume(kept, steps=2, clock=virtual())
     with pytest.raises(CheckpointError, match="no manifest"):
         trio_mesa.resume(tmp_path, clock=virtual())
+
+
+def test_resume_uses_the_runs_policy_locks_and_all(tmp_path: Path) -> None:
+    policy = trio_mesa.StepPolicy(
+        timeout=5, breaker=trio_mesa.CircuitBreaker(), rate_limit=trio_mesa.RateLimit(1000)
+    )
+    first = trio_mesa.simulate(
+        TokenModel(),
+        4,
+        checkpoint=tmp_path / "run",
+        clock=virtual(),
+        policy=policy,
+        budget=Budget(max_calls=4),
+        progress=False,
+    )
+    assert len(first.steps) == 1
+    assert json.loads((tmp_path / "run" / "manifest.json").read_text())["settings_error"] is None
+    rest = trio_mesa.resume(tmp_path / "run", budget=Budget(), clock=virtual())
+    assert [s.step for s in rest.steps] == [1, 2, 3, 4] and rest.counts[Status.OK] == 15
+
+
+class Counting:
+    """A hook holding a generator (which does not pickle)."""
+
+    def __init__(self) -> None:
+        self.numbers = iter(range(10**6))
+        self.gen = (n for n in self.numbers)
+
+    def on_report(self, report: object) -> None:
+        next(self.gen)
+
+
+def test_a_policy_that_does_not_pickle_is_asked_for_on_resume(tmp_path: Path) -> None:
+    Interrupt.at = 2
+    with pytest.raises(KeyboardInterrupt):
+        trio_mesa.simulate(
+            TokenModel(), 3, checkpoint=tmp_path / "run", clock=virtual(), hooks=(Counting(),)
+        )
+    with pytest.raises(CheckpointError, match=r"\['options'\]\['hooks'\]\[0\]\.gen \(generator\)"):
+        trio_mesa.resume(tmp_path / "run", clock=virtual())
+    report = trio_mesa.resume(tmp_path / "run", clock=virtual(), hooks=(Counting(),))
+    assert report.resumed_after == (1,) and len(report.steps) == 3

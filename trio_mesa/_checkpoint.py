@@ -28,11 +28,13 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import hashlib
+import io
 import json
 import os
 import pickle
 import platform
 import tempfile
+import threading
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -121,6 +123,30 @@ def plain_dumps(value: Any) -> bytes | None:
     return None if b"__main__" in data else data
 
 
+_LOCK_TYPES = (type(threading.Lock()), type(threading.RLock()))
+
+
+def _fresh_lock(reentrant: bool) -> Any:
+    return threading.RLock() if reentrant else threading.Lock()
+
+
+def settings_dumps(value: Any) -> bytes:
+    """The run's policy and options, by cloudpickle, with each lock (a `CircuitBreaker`'s,
+    a `RateLimit`'s) saved as a fresh lock, as a sweep sends them to its workers: a
+    resume starts them as the run started them."""
+    import cloudpickle
+
+    class SettingsPickler(cloudpickle.Pickler):  # type: ignore[misc]
+        def reducer_override(self, obj: Any) -> Any:
+            if type(obj) in _LOCK_TYPES:
+                return (_fresh_lock, (type(obj) is _LOCK_TYPES[1],))
+            return super().reducer_override(obj)
+
+    buffer = io.BytesIO()
+    SettingsPickler(buffer, protocol=5).dump(value)
+    return buffer.getvalue()
+
+
 def _children(value: Any) -> Iterator[tuple[str, Any]]:
     if isinstance(value, dict):
         for key, item in value.items():
@@ -142,6 +168,11 @@ def _children(value: Any) -> Iterator[tuple[str, Any]]:
             if isinstance(part, dict):
                 for name, item in part.items():
                     yield f".{name}", item
+        if not any(isinstance(part, dict) for part in parts):  # a slots dataclass's list
+            for cls in type(value).__mro__:
+                for name in getattr(cls, "__slots__", ()):
+                    if hasattr(value, name):
+                        yield f".{name}", getattr(value, name)
 
 
 def unpicklable_part(
@@ -246,7 +277,7 @@ class RunDirectory:
             path.mkdir(parents=True, exist_ok=True)
             settings = settings_error = None
             try:
-                settings = _dumps({"policy": policy, "options": options})
+                settings = settings_dumps({"policy": policy, "options": options})
             except Exception:
                 settings_error = unpicklable_part({"policy": policy, "options": options}, "")
             if settings is not None:
