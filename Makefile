@@ -23,7 +23,7 @@ $(VENV)/.installed-%: pyproject.toml $(VENV)/.created
 	touch $@
 
 demo: $(VENV)/.installed-demo
-	$(PY) -m fault_injection run demo --real-time
+	$(PY) -m fault_injection run demo --real-time --checkpoint .trio-mesa-runs/demo-$$(date +%Y%m%d-%H%M%S)
 
 test: $(VENV)/.installed-test
 	$(PY) -m pytest

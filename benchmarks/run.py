@@ -34,6 +34,7 @@ WORKLOADS = {
     "7": ("w7_fault_slow_tail", "fault_injection slow-tail 100 x 100, virtual time"),
     "8": ("w8_quota", "200 mesa-llm CoT agents vs a 50 requests/s quota: mesa-llm vs compat"),
     "9": ("w9_seam", "the request seam's cost per request, 100 agents x 10 requests"),
+    "10": ("w10_snapshot", "run directory snapshots: 1,000 agents x 100 ms, every=1"),
 }
 
 

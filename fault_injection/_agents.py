@@ -203,6 +203,13 @@ class FakeLLMModel(mesa.Model):
         self.agents.shuffle_do("step")
         self.datacollector.collect(self)
 
+    def __getstate__(self) -> dict[str, Any]:
+        # A snapshot (``simulate(checkpoint=)``) is taken between steps: the asyncio
+        # tasks of the last step are done and only observed, and tasks do not pickle.
+        state = self.__dict__.copy()
+        state["aio_tasks"] = []
+        return state
+
     def work_snapshot(self) -> dict[int, int]:
         """``unique_id`` -> number of steps of work the agent has recorded so far."""
         return {a.unique_id: len(a.work_steps) for a in self.agents}

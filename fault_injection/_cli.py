@@ -57,7 +57,7 @@ def build_parser() -> argparse.ArgumentParser:
         description="Run fake LLM agents through seeded failure scenarios and check every "
         "outcome against an exact oracle.",
     )
-    sub = parser.add_subparsers(dest="command", required=True, metavar="{list,run,serve}")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="{list,run,resume,serve}")
     sub.add_parser("list", help="list the named scenarios")
     run = sub.add_parser("run", help="run a scenario and check it against the oracle")
     run.add_argument("scenario", help="a scenario name (see 'list') or a path to a .toml file")
@@ -72,6 +72,20 @@ def build_parser() -> argparse.ArgumentParser:
         help="real time, scaled by the scenario's real_time_scale (the asyncio host always is)",
     )
     run.add_argument("--json", action="store_true", help="print one JSON document on stdout")
+    run.add_argument(
+        "--checkpoint",
+        metavar="DIR",
+        help="keep the run in DIR (new or empty) through trio_mesa.simulate, so that "
+        "'resume DIR' continues it after a kill, Ctrl-C or crash (Trio host only)",
+    )
+    run.add_argument(
+        "--every", type=_positive_int, default=1, metavar="K", help="snapshot every K steps"
+    )
+    resume = sub.add_parser(
+        "resume", help="continue a run kept with 'run --checkpoint DIR' and check it"
+    )
+    resume.add_argument("directory", metavar="DIR", help="the run directory")
+    resume.add_argument("--json", action="store_true", help="print one JSON document on stdout")
     add_serve_parser(sub)
     return parser
 
@@ -85,6 +99,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 0
     if args.command == "serve":
         return run_serve(args)
+    if args.command == "resume":
+        return _kept(parser, args, None)
     scenario = _resolve(parser, args.scenario)
     if args.host == "asyncio" and not _compat_available():
         parser.error("--host asyncio needs trio_mesa.compat, which this installation lacks")
@@ -94,6 +110,13 @@ def main(argv: Sequence[str] | None = None) -> int:
         )
     except (TypeError, ValueError) as exc:
         parser.error(str(exc))
+    if args.checkpoint is not None:
+        if args.host != "trio" or args.strict:
+            parser.error("--checkpoint runs on the Trio host, without --strict")
+        if scenario.quota is not None:
+            # The bucket reads the run's clock, which a resumed run starts afresh.
+            parser.error("--checkpoint: a scenario with a quota cannot be resumed exactly")
+        return _kept(parser, args, scenario)
     options: dict[str, Any] = {
         "seed": args.seed,
         "strict": True if args.strict else None,
@@ -107,6 +130,59 @@ def main(argv: Sequence[str] | None = None) -> int:
     else:
         result = _run_with_progress(scenario, options)
     return 0 if result.matched else 1
+
+
+def _kept(parser: argparse.ArgumentParser, args: Any, scenario: Scenario | None) -> int:
+    """``run --checkpoint DIR`` (``scenario`` given) or ``resume DIR``."""
+    import trio_mesa
+
+    from ._durable import resume_checkpointed, run_checkpointed
+
+    try:
+        if scenario is None:
+            result = resume_checkpointed(args.directory)
+        else:
+            result = run_checkpointed(
+                scenario,
+                args.checkpoint,
+                args.seed,
+                real_time=args.real_time,
+                every=args.every,
+            )
+    except trio_mesa.CheckpointError as exc:
+        parser.exit(2, f"{parser.prog}: error: {exc}\n")
+    except KeyboardInterrupt:
+        where = args.directory if scenario is None else args.checkpoint
+        parser.exit(
+            130,
+            f"interrupted; the run is kept in {where}: "
+            f"python -m fault_injection resume {where} continues it\n",
+        )
+    if args.json:
+        sys.stdout.write(json.dumps(result.to_json()) + "\n")
+    else:
+        try:
+            from rich.console import Console
+        except ImportError:
+            sys.stdout.write(render_text(result))
+        else:
+            Console().print(render_rich(result))
+    return 0 if result.matched else 1
+
+
+def _kept_lines(result: RunResult) -> list[str]:
+    if result.checkpoint is None:
+        return []
+    lines = []
+    if result.resumed_after:
+        lines.append(f"resumed after step {', '.join(map(str, result.resumed_after))}.")
+    if result.stopped_because:
+        lines.append(f"stopped early: {result.stopped_because}.")
+    lines.append(
+        f"run kept in {result.checkpoint}: python -m fault_injection resume "
+        f"{result.checkpoint} continues it after a kill or Ctrl-C."
+    )
+    return lines
 
 
 def _compat_available() -> bool:
@@ -335,7 +411,12 @@ def render_text(result: RunResult, width: int = 80) -> str:
         lines.append(f"step {step}: the {len(not_ok)} agent(s) that did not succeed")
         for uid, cls, status, text in not_ok:
             lines += wrap.wrap(f"{uid}  {cls}  {status}  {text}")
-    tail = [*_baseline_lines(result), *recovery_lines(result), *_verdict(result)]
+    tail = [
+        *_baseline_lines(result),
+        *recovery_lines(result),
+        *_verdict(result),
+        *_kept_lines(result),
+    ]
     lines += [line for text in tail for line in (wrap.wrap(text) or [""])]
     return "\n".join(lines) + "\n"
 
@@ -426,4 +507,5 @@ def render_rich(result: RunResult) -> Any:
     verdict = Text(
         "\n".join(_verdict(result)), style="bold green" if result.matched else "bold red"
     )
-    return Group(*parts, baseline, verdict)
+    kept = Text("\n".join(_kept_lines(result)))
+    return Group(*parts, baseline, verdict, kept)

@@ -151,6 +151,18 @@ class FaultPlan:
         self._turns: dict[int, list[int]] = {}
         self.call = lru_cache(maxsize=None)(self._call)
 
+    # A run directory snapshots the model, plan included (`trio_mesa.simulate(checkpoint=)`):
+    # the cache of planned calls is rebuilt on load (the plan is a pure function of the
+    # state kept).
+    def __getstate__(self) -> dict[str, Any]:
+        state = self.__dict__.copy()
+        del state["call"]
+        return state
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        self.__dict__.update(state)
+        self.call = lru_cache(maxsize=None)(self._call)
+
     def __repr__(self) -> str:
         flavors = ", ".join(
             f"{f.value}={n}" for f, n in sorted(Counter(self.flavors.values()).items(), key=str)

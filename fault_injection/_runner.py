@@ -119,6 +119,11 @@ class RunResult:
     #: the fake provider's quota at the end (`TokenBucket.stats`: ``admitted``,
     #: ``refused`` = 429s answered, ...), or ``None`` without a quota.
     quota: dict[str, float | int] | None = None
+    #: a run kept in a run directory (``run --checkpoint DIR``, ``resume DIR``): the
+    #: directory, the steps it resumed after, and why it stopped early (or ``None``)
+    checkpoint: str | None = None
+    resumed_after: tuple[int, ...] = ()
+    stopped_because: str | None = None
 
     def __repr__(self) -> str:
         # Short on purpose: the full data is on the attributes and in to_json().
@@ -180,6 +185,15 @@ class RunResult:
             "host": self.host,
             "steps": steps,
             **({"quota": self.quota} if self.quota is not None else {}),
+            **(
+                {
+                    "checkpoint": self.checkpoint,
+                    "resumed_after": list(self.resumed_after),
+                    "stopped_because": self.stopped_because,
+                }
+                if self.checkpoint is not None
+                else {}
+            ),
             "mismatches": self.mismatches,
         }
 

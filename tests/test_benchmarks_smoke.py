@@ -13,7 +13,7 @@ import pytest
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from benchmarks import run, w1_trio_noop, w2_compat_asyncio, w4_run_step_asyncio
+from benchmarks import run, w1_trio_noop, w2_compat_asyncio, w4_run_step_asyncio, w10_snapshot
 from benchmarks._harness import Row
 
 
@@ -42,6 +42,12 @@ def test_compat_asyncio_workload() -> None:
 
 def test_run_step_workload() -> None:
     check_rows(w4_run_step_asyncio.measure(10, 0.001, rounds=1, warmup=0), "4")
+
+
+def test_snapshot_workload() -> None:
+    rows = w10_snapshot.measure(1, agents=20, latency=0.0)
+    check_rows(rows, "10")
+    assert [r.unit for r in rows] == ["%", "KiB"]
 
 
 def test_table_shows_every_row_with_its_status() -> None:

@@ -179,3 +179,26 @@ def test_run_labels_virtual_and_wall_time_and_measures_the_virtual_one() -> None
     )
     # the comparison with mesa-llm uses the measured virtual time, labelled
     assert f"trio-mesa: 3 steps (600 agent-steps) in {result.model_seconds:.1f} virtual s" in text
+
+
+def test_run_with_a_checkpoint_then_resume(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    kept = tmp_path / "run"
+    argv = ["run", "flaky", "--agents", "6", "--steps", "3", "--seed", "5"]
+    assert main([*argv, "--checkpoint", str(kept)]) == 0
+    out = capsys.readouterr().out
+    assert "oracle: every outcome of all 3 steps matched." in out
+    assert f"python -m fault_injection resume {kept}" in " ".join(out.split())
+    # A finished run resumes to nothing new, and checks the whole run again.
+    assert main(["resume", str(kept), "--json"]) == 0
+    doc = json.loads(capsys.readouterr().out)
+    assert doc["mismatches"] == [] and len(doc["steps"]) == 3 and doc["resumed_after"] == [3]
+    assert doc["checkpoint"] == str(kept)
+    with pytest.raises(SystemExit) as exited:
+        main([*argv, "--checkpoint", str(kept)])
+    assert exited.value.code == 2
+    assert "holds a run" in capsys.readouterr().err
+    with pytest.raises(SystemExit):
+        main(["run", "quota", "--checkpoint", str(tmp_path / "q")])
+    assert "quota cannot be resumed exactly" in capsys.readouterr().err

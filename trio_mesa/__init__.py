@@ -16,6 +16,7 @@ from ._api import aio_call_agents, aio_step_agents, call_agents, run_step, step_
 from ._breaker import CircuitBreaker, CircuitOpen
 from ._budget import Budget
 from ._cassette import Cassette, CassetteError, Exchange
+from ._checkpoint import CheckpointError
 from ._errors import AgentCancelled, AgentTimeout, StepFailed
 from ._flavor import Flavor, trio_native
 from ._hooks import LoggingHook, OutcomeHook, get_outcome_hooks, set_outcome_hooks
@@ -27,6 +28,7 @@ from ._ray_executor import RayExecutor
 from ._recording import Recording, use_cassette
 from ._report import StepReport
 from ._reporters import model_reporters
+from ._resume import aio_resume, resume
 from ._retry import Retry, is_outage, is_transient, retry_after_of
 from ._run_report import ModelStep, RunReport
 from ._seam import async_http_client, http_client
@@ -42,6 +44,7 @@ __all__ = [
     "Budget",
     "Cassette",
     "CassetteError",
+    "CheckpointError",
     "CircuitBreaker",
     "CircuitOpen",
     "Exchange",
@@ -62,6 +65,7 @@ __all__ = [
     "SweepRun",
     "Usage",
     "aio_call_agents",
+    "aio_resume",
     "aio_simulate",
     "aio_step_agents",
     "async_http_client",
@@ -72,6 +76,7 @@ __all__ = [
     "is_transient",
     "model_reporters",
     "record_usage",
+    "resume",
     "retry_after_of",
     "run_step",
     "set_outcome_hooks",

@@ -15,99 +15,23 @@ message"`` descriptions read as they did in the worker, and both pickle by value
 
 from __future__ import annotations
 
-import functools
-import pickle
 from dataclasses import replace
-from typing import Any
 
 from ._outcome import AgentOutcome
+from ._remote import RemoteAgent, RemoteException, remote_agent, remote_exception, round_trips
 from ._run_report import ModelStep, RunReport
 from ._text import CELL_LIMIT, exception_message, safe_repr
 
 __all__ = ["RemoteAgent", "RemoteException", "portable_report", "round_trips"]
 
 
-def round_trips(value: object) -> bool:
-    """Whether ``value`` pickles and unpickles (as a worker's result must)."""
-    try:
-        pickle.loads(pickle.dumps(value))
-    except Exception:
-        return False
-    return True
-
-
-class RemoteAgent:
-    """Stands for an agent of a run that ran in another process: ``unique_id`` and
-    ``class_name`` (the agent's class's ``__name__``, also this object's class name)."""
-
-    __slots__ = ("class_name", "unique_id")
-
-    def __init__(self, unique_id: Any, class_name: str) -> None:
-        self.unique_id = unique_id
-        self.class_name = class_name
-
-    def __reduce__(self) -> Any:
-        return (_remote_agent, (self.unique_id, self.class_name))
-
-    def __eq__(self, other: object) -> bool:
-        if not isinstance(other, RemoteAgent):
-            return NotImplemented
-        return (self.unique_id, self.class_name) == (other.unique_id, other.class_name)
-
-    def __hash__(self) -> int:
-        return hash((RemoteAgent, self.class_name, repr(self.unique_id)))
-
-    def __repr__(self) -> str:
-        return f"<remote {self.class_name} unique_id={safe_repr(self.unique_id, limit=80)}>"
-
-
-class RemoteException(Exception):
-    """Stands for an agent's exception that could not be sent back from its worker:
-    ``type_name`` and the message (``str()`` of it), under a class of the same name."""
-
-    def __init__(self, type_name: str, message: str) -> None:
-        super().__init__(message)
-        self.type_name = type_name
-
-    def __reduce__(self) -> Any:
-        return (_remote_exception, (self.type_name, str(self)))
-
-    def __eq__(self, other: object) -> bool:
-        if not isinstance(other, RemoteException):
-            return NotImplemented
-        return (self.type_name, self.args) == (other.type_name, other.args)
-
-    def __hash__(self) -> int:
-        return hash((RemoteException, self.type_name, self.args))
-
-
-def _named(base: type, name: str) -> type:
-    return _subclass(base, name if name.isidentifier() else base.__name__)
-
-
-@functools.cache
-def _subclass(base: type, name: str) -> type:
-    # One class per (base, name), so stand-ins of one agent class share a type.
-    return type(name, (base,), {"__slots__": ()} if base is RemoteAgent else {})
-
-
-def _remote_agent(unique_id: Any, class_name: str) -> RemoteAgent:
-    cls = _named(RemoteAgent, class_name)
-    return cls(unique_id, class_name)  # type: ignore[no-any-return]
-
-
-def _remote_exception(type_name: str, message: str) -> RemoteException:
-    cls = _named(RemoteException, type_name)
-    return cls(type_name, message)  # type: ignore[no-any-return]
-
-
 def _portable_outcome(o: AgentOutcome, agents: dict[int, RemoteAgent]) -> AgentOutcome:
     agent = agents.get(id(o.agent))
     if agent is None:
-        agent = agents[id(o.agent)] = _remote_agent(o.unique_id, type(o.agent).__name__)
+        agent = agents[id(o.agent)] = remote_agent(o.unique_id, type(o.agent).__name__)
     exc = o.exception
     if exc is not None and not round_trips(exc):
-        exc = _remote_exception(type(exc).__name__, exception_message(exc))
+        exc = remote_exception(type(exc).__name__, exception_message(exc))
     result = o.result
     if result is not None and not round_trips(result):
         result = safe_repr(result, limit=CELL_LIMIT)

@@ -106,6 +106,21 @@ class Recording:
             self._calls[agent] = n
             return n
 
+    def call_counts(self) -> dict[Any, int]:
+        """Each agent's calls so far in this recording (a copy)."""
+        with self._lock:
+            return dict(self._calls)
+
+    def continue_counts(self, counts: dict[Any, int]) -> None:
+        """Number the calls on from ``counts`` (a resumed run: the calls made before)."""
+        with self._lock:
+            self._calls.update(counts)
+
+    def sync(self) -> None:
+        """Flush and fsync what was recorded so far (a no-op when not recording)."""
+        if self._writer is not None:
+            self._writer.sync()
+
     def lookup(self, agent: Any, call: int) -> Exchange | None:
         """The recorded exchange for ``agent``'s ``call``-th call, or ``None``."""
         if self.cassette is None or not _keyable(agent):

@@ -8,10 +8,17 @@ from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from typing import Any
 
+from ._breaker import BreakerEvent
 from ._outcome import FAILURE_STATUSES, AgentOutcome, Status
+from ._remote import RemoteAgent, RemoteException, remote_agent, remote_exception
 from ._report import WIDTH, StepReport, fit_summary, own_words, wrap
-from ._text import one_line, safe_str
-from ._usage import Usage, sum_usage
+from ._text import CELL_LIMIT, exception_message, one_line, safe_repr, safe_str
+from ._usage import NO_USAGE, Usage, sum_usage
+
+
+def resume_hint(directory: str) -> str:
+    """How to continue the run kept in ``directory`` (a line for messages and notes)."""
+    return f"resume it with trio_mesa.resume({directory!r})"
 
 
 def _counts(outcomes: Iterable[AgentOutcome]) -> dict[Status, int]:
@@ -113,13 +120,20 @@ class RunReport:
         stopped_because: ``None`` when every requested step ran; otherwise what
             stopped the run early, naming the `Budget` limit and the figures (e.g.
             ``"max_tokens=10000 crossed: 10342 tokens after step 7"``).
-        duration: seconds the whole run took (on the run's clock).
+        duration: seconds the whole run took (on the run's clock; a resumed run: the
+            steps before the resume plus the resumed part).
+        resumed_after: for a run continued by `trio_mesa.resume`, the step each resume
+            started after (its snapshot's step), in order; ``()`` for a run that ran
+            through.
+        checkpoint: the run directory (``simulate(checkpoint=...)``), or ``None``.
     """
 
     steps: tuple[ModelStep, ...]
     requested: int
     stopped_because: str | None = None
     duration: float = 0.0
+    resumed_after: tuple[int, ...] = ()
+    checkpoint: str | None = None
 
     def __len__(self) -> int:
         return len(self.steps)
@@ -222,8 +236,10 @@ class RunReport:
         Holds ``requested``, ``completed``, ``stopped_because``, ``duration``, the
         totals, and ``records`` (`to_records`, exceptions as type and message strings).
         A ``result`` that is not JSON is written as its ``str()``. ``dumps`` go to
-        ``json.dumps`` (``indent=2``, say).
+        ``json.dumps`` (``indent=2``, say). ``steps`` holds every model step in the
+        run directory ledger's form, which `from_json` reads back.
         """
+
         usage = self.usage
         doc = {
             "requested": self.requested,
@@ -247,8 +263,38 @@ class RunReport:
                 "unpriced_calls": usage.unpriced_calls,
             },
             "records": self.to_records(),
+            "resumed_after": list(self.resumed_after),
+            "checkpoint": self.checkpoint,
+            "steps": [model_step_to_json(s) for s in self.steps],
         }
         return json.dumps(doc, default=safe_str, **dumps)
+
+    @classmethod
+    def from_json(cls, text: str | bytes) -> RunReport:
+        """The `RunReport` `to_json` wrote. Agents come back as
+        `trio_mesa._portable.RemoteAgent` stand-ins (``unique_id`` and class name),
+        exceptions as ``RemoteException`` stand-ins of a class named after the original
+        (type name and message), a ``result`` that was not JSON as its ``repr``.
+
+        Raises:
+            ValueError: ``text`` is not a document `to_json` wrote (naming the field).
+        """
+        try:
+            doc = json.loads(text)
+            steps = tuple(model_step_from_json(s) for s in doc["steps"])
+            return cls(
+                steps,
+                int(doc["requested"]),
+                doc["stopped_because"],
+                float(doc["duration"]),
+                tuple(int(n) for n in doc.get("resumed_after", ())),
+                doc.get("checkpoint"),
+            )
+        except (KeyError, TypeError, ValueError, IndexError) as exc:
+            raise ValueError(
+                f"RunReport.from_json: not a RunReport.to_json document "
+                f"({type(exc).__name__}: {exc})"
+            ) from None
 
     def _summary(self) -> str:
         counts = self.counts
@@ -278,6 +324,10 @@ class RunReport:
             lines += wrap(f"usage: {usage}")
         if self.stopped_because:
             lines += wrap(f"stopped early: {self.stopped_because}")
+        if self.resumed_after:
+            lines += wrap(f"resumed after step {', '.join(map(str, self.resumed_after))}")
+        if self.checkpoint is not None and len(self.steps) < self.requested:
+            lines += wrap(f"run kept in {self.checkpoint}: {resume_hint(self.checkpoint)}")
         lines.append(
             f"  {'step':>4}  {'ok':>6}  {'failed':>6}  {'timed':>6}  "
             f"{'cancel':>6}  {'retry':>5}  {'tokens':>8}  {'s':>7}"
@@ -331,4 +381,120 @@ class RunReport:
         return table
 
 
-__all__ = ["ModelStep", "RunReport"]
+# -- JSON: the ledger of a run directory, `RunReport.from_json` ---------------------------
+#
+# One model step as plain JSON values, and back. What cannot be JSON is kept as the
+# portable stand-ins above: an agent as a `RemoteAgent` (``unique_id``, class name), an
+# exception as a `RemoteException` (type name, message), a result that is not JSON as
+# its ``repr``. ``unique_id``s that are not ``int`` or ``str`` come back as ``str``.
+
+_USAGE_FIELDS = (
+    "calls",
+    "prompt_tokens",
+    "completion_tokens",
+    "known_cost",
+    "unpriced_calls",
+    "request_retries",
+)
+
+
+def _json_value(value: Any) -> Any:
+    if value is None or isinstance(value, (bool, int, float, str)):
+        return value
+    try:
+        json.dumps(value, allow_nan=True)
+    except (TypeError, ValueError):
+        return safe_repr(value, limit=CELL_LIMIT)
+    return value
+
+
+def _uid(value: Any) -> Any:
+    return value if isinstance(value, (int, str)) else safe_repr(value, limit=200)
+
+
+def _outcome_to_json(o: AgentOutcome) -> dict[str, Any]:
+    exc = o.exception
+    doc: dict[str, Any] = {
+        "unique_id": _uid(o.unique_id),
+        "agent_class": type(o.agent).__name__,
+        "status": o.status.value,
+        "exception": None
+        if exc is None
+        else [
+            exc.type_name if isinstance(exc, RemoteException) else type(exc).__name__,
+            exception_message(exc),
+        ],
+        "result": _json_value(o.result),
+        "duration": o.duration,
+        "attempts": o.attempts,
+        "abandoned": o.abandoned,
+    }
+    if o.usage:
+        doc["usage"] = [getattr(o.usage, name) for name in _USAGE_FIELDS]
+    return doc
+
+
+def model_step_to_json(step: ModelStep) -> dict[str, Any]:
+    """``step`` as plain JSON values (`model_step_from_json` reads it back)."""
+    return {
+        "step": step.step,
+        "duration": step.duration,
+        "reports": [
+            {
+                "step": r.step,
+                "duration": r.duration,
+                "circuit_events": [[e[0], e[1], e[2]] for e in r.circuit_events],
+                "unattributed_requests": r.unattributed_requests,
+                "outcomes": [_outcome_to_json(o) for o in r.outcomes],
+            }
+            for r in step.reports
+        ],
+    }
+
+
+def model_step_from_json(doc: dict[str, Any]) -> ModelStep:
+    """The `ModelStep` `model_step_to_json` wrote, with portable agents and exceptions.
+
+    Raises:
+        KeyError, TypeError, ValueError: ``doc`` is not what `model_step_to_json` writes.
+    """
+    agents: dict[tuple[Any, str], RemoteAgent] = {}
+    reports = []
+    for r in doc["reports"]:
+        outcomes = []
+        for o in r["outcomes"]:
+            key = (o["unique_id"], o["agent_class"])
+            agent = agents.get(key)
+            if agent is None:
+                agent = agents[key] = remote_agent(*key)
+            exc = o["exception"]
+            usage = o.get("usage")
+            # Rebuilt from the ledger, not made by a step: the recorder builds the live ones.
+            outcomes.append(
+                AgentOutcome._make(
+                    (
+                        agent,
+                        o["unique_id"],
+                        Status(o["status"]),
+                        None if exc is None else remote_exception(str(exc[0]), str(exc[1])),
+                        o["result"],
+                        float(o["duration"]),
+                        int(o["attempts"]),
+                        bool(o["abandoned"]),
+                        NO_USAGE if usage is None else Usage(*usage),
+                    )
+                )
+            )
+        reports.append(
+            StepReport(
+                tuple(outcomes),
+                r["step"],
+                float(r["duration"]),
+                tuple(BreakerEvent(*e) for e in r["circuit_events"]),
+                int(r["unattributed_requests"]),
+            )
+        )
+    return ModelStep(int(doc["step"]), tuple(reports), float(doc["duration"]))
+
+
+__all__ = ["ModelStep", "RunReport", "model_step_from_json", "model_step_to_json"]

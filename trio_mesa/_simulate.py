@@ -29,6 +29,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import contextvars
+import os
 import sys
 import threading
 import time
@@ -48,6 +49,7 @@ from ._api import (
 )
 from ._auto_stepping import stepping_for_run
 from ._budget import Budget
+from ._checkpoint import DEFAULT_KEEP, Durability
 from ._checks import check_count, shown
 from ._flavor import Flavor, step_plan
 from ._hooks import step_watch
@@ -106,6 +108,15 @@ class Run:
         self.done = 0  # outcomes seen of those
         # The ETA as estimated at the end of the last step, and the monotonic time then.
         self.eta_estimate: tuple[float, float] | None = None
+        # A run with a run directory (`trio_mesa._checkpoint`): its path, and what it
+        # does after each finished step (ledger line, snapshot), in a worker thread.
+        # A resumed run starts at ``first_step`` with the steps before it in
+        # ``finished`` (and their time in ``prior_duration``).
+        self.checkpoint: str | None = None
+        self.after_step: Callable[[], None] | None = None
+        self.first_step = 1
+        self.prior_duration = 0.0
+        self.resumed_after: tuple[int, ...] = ()
 
     # -- figures ---------------------------------------------------------------------
 
@@ -159,9 +170,10 @@ class Run:
             )
             self.step_reports = []
             self.in_step = False
-            done = len(self.finished)
-            pace = (now - self.started) / done
-            self.eta_estimate = (max(0.0, pace * (self.requested - done)), time.monotonic())
+            done = len(self.finished) - self.first_step + 1
+            pace = (now - self.started) / max(1, done)
+            left = self.requested - len(self.finished)
+            self.eta_estimate = (max(0.0, pace * left), time.monotonic())
         self.final_reason()
 
     def expect(self, agents: int) -> None:
@@ -237,7 +249,12 @@ class Run:
 
     def report(self) -> RunReport:
         return RunReport(
-            tuple(self.finished), self.requested, self.stopped_because, self.now() - self.started
+            tuple(self.finished),
+            self.requested,
+            self.stopped_because,
+            self.prior_duration + self.now() - self.started,
+            self.resumed_after,
+            self.checkpoint,
         )
 
 
@@ -355,6 +372,9 @@ def simulate(
     clock: trio.abc.Clock | None = None,
     cassette: Any = None,
     record: str | None = None,
+    checkpoint: str | os.PathLike[str] | None = None,
+    every: int = 1,
+    keep: int = DEFAULT_KEEP,
     **options: Any,
 ) -> RunReport:
     """Run ``model.step()`` ``steps`` times with every agent step going through trio-mesa.
@@ -384,6 +404,15 @@ def simulate(
     ``unique_id``, that agent's call number in the run): see `use_cassette`. With no
     server, proxy or ``api_base`` change: ``record="none"`` runs offline.
 
+    ``checkpoint`` (a directory, new or empty) keeps the run so that `trio_mesa.resume`
+    can continue it after a crash, a kill, Ctrl-C or a budget stop: a manifest, a
+    ledger line per finished step (fsynced), a cloudpickle snapshot of the model every
+    ``every`` steps (and after the last; the newest ``keep`` kept, each written
+    atomically between steps) and the run's cassette (``new_episodes``: every LLM
+    answer on disk as it arrives; not combinable with ``cassette=``). A model that
+    cannot be snapshotted is refused before step 1, naming the attribute. A run
+    directory holds pickles: trust it like code.
+
     Returns:
         A `RunReport`.
 
@@ -391,6 +420,8 @@ def simulate(
         TypeError, ValueError: bad arguments (naming them), before the first step.
         CassetteError: a cassette that cannot be replayed (missing, truncated,
             edited), naming file, line and field, before the first step.
+        CheckpointError: a ``checkpoint`` that is a file, unwritable or holds another
+            run, or a model that cannot be snapshotted, before the first step.
         RuntimeError: called from inside a running event loop (use `aio_simulate`).
         ImportError: ``progress=True`` without rich.
         Exception: whatever ``model.step()`` raises (a `StepFailed` in strict mode, say)
@@ -399,21 +430,90 @@ def simulate(
     """
     where = "trio_mesa.simulate()"
     _refuse_inside_event_loop(where)
+    _check_clock(where, clock)
+    _check_arguments(where, model, steps, budget, progress)
+    durable = _durable_run(
+        where, model, steps, budget, policy, options, checkpoint, every, keep, cassette
+    )
+    return run_on_trio(
+        where, model, steps, budget, progress, policy, clock, cassette, record, options, durable
+    )
+
+
+def _check_clock(where: str, clock: Any) -> None:
     if clock is not None and not isinstance(clock, trio.abc.Clock):
         raise TypeError(f"{where}: clock must be a trio.abc.Clock or None, not {shown(clock)}")
-    _check_arguments(where, model, steps, budget, progress)
-    box: list[RunReport] = []
 
-    async def main() -> None:
+
+def _durable_run(
+    where: str,
+    model: Any,
+    steps: int,
+    budget: Budget | None,
+    policy: Any,
+    options: dict[str, Any],
+    checkpoint: Any,
+    every: Any,
+    keep: Any,
+    cassette: Any,
+) -> Durability | None:
+    if checkpoint is None:
+        return None
+    check_count(f"{where}: every", every, minimum=1, maximum=MAX_RUN_STEPS)
+    check_count(f"{where}: keep", keep, minimum=1, maximum=MAX_RUN_STEPS)
+    if cassette is not None:
+        raise ValueError(
+            f"{where}: checkpoint= keeps the run's cassette in the run directory; "
+            "pass cassette= or checkpoint=, not both"
+        )
+    return Durability.start(
+        where,
+        checkpoint,
+        model,
+        steps=steps,
+        budget=budget,
+        policy=policy,
+        options=options,
+        every=every,
+        keep=keep,
+    )
+
+
+def run_on_trio(
+    where: str,
+    model: Any,
+    steps: int,
+    budget: Budget | None,
+    progress: Any,
+    policy: Any,
+    clock: trio.abc.Clock | None,
+    cassette: Any,
+    record: Any,
+    options: dict[str, Any],
+    durable: Durability | None,
+) -> RunReport:
+    """`simulate` after its checks (and `trio_mesa.resume`, with a resumed ``durable``)."""
+    box: list[RunReport] = []
+    if durable is not None:
+        cassette, record = durable.cassette, "new_episodes"
+
+    async def main(recording: Any) -> None:
         now = trio.current_time
         real_time = clock is None
         run, resolved, show = _prepare(
             where, model, steps, budget, progress, policy, options, now, real_time
         )
+        if durable is not None:
+            durable.attach(run, recording)
         box.append(await _trio_run(run, resolved, show))
 
-    with using_recording(where, cassette, record):
-        trio.run(main, clock=clock)
+    try:
+        with using_recording(where, cassette, record) as recording:
+            trio.run(main, recording, clock=clock)
+    except BaseException as exc:
+        if durable is not None:
+            durable.note(exc)
+        raise
     return box[0]
 
 
@@ -452,12 +552,17 @@ async def _trio_run(run: Run, policy: StepPolicy, show: bool) -> RunReport:
     async def steps() -> None:
         with _scoped(run, policy, stepper), _progress_shown(run, show):
             context = contextvars.copy_context()
-            for number in range(1, run.requested + 1):
+            for number in range(run.first_step, run.requested + 1):
+                if run.stopped_because is not None:  # a resume past a limit
+                    break
                 run.begin_step(number)
                 try:
                     await trio.to_thread.run_sync(context.run, run.model.step)
                 finally:
                     run.end_step()
+                if run.after_step is not None:
+                    # Not cancellable: a Ctrl-C waits for the snapshot being written.
+                    await trio.to_thread.run_sync(run.after_step)
                 if run.stopped_because is not None:
                     break
 
@@ -484,11 +589,14 @@ async def aio_simulate(
     policy: StepPolicy | None = None,
     cassette: Any = None,
     record: str | None = None,
+    checkpoint: str | os.PathLike[str] | None = None,
+    every: int = 1,
+    keep: int = DEFAULT_KEEP,
     **options: Any,
 ) -> RunReport:
     """Asyncio twin of `simulate`: await it on your loop; agents run on that loop.
 
-    Arguments, budget, progress, cassette and the returned `RunReport` are as in
+    Arguments, budget, progress, cassette, checkpoint and the returned `RunReport` are as in
     `simulate` (no ``clock``: the run is in real time). Each ``model.step()`` runs in a
     worker thread (the loop's default executor is not used: one thread of the run's own), and the
     agent-set steps it makes run on the awaiting loop, as `aio_step_agents` would, so
@@ -499,7 +607,36 @@ async def aio_simulate(
     ``CancelledError`` propagates, and no later step is started.
     """
     where = "trio_mesa.aio_simulate()"
+    _check_arguments(where, model, steps, budget, progress)
+    durable = _durable_run(
+        where, model, steps, budget, policy, options, checkpoint, every, keep, cassette
+    )
+    try:
+        return await aio_run(
+            where, model, steps, budget, progress, policy, cassette, record, options, durable
+        )
+    except BaseException as exc:
+        if durable is not None:
+            durable.note(exc)
+        raise
+
+
+async def aio_run(
+    where: str,
+    model: Any,
+    steps: int,
+    budget: Budget | None,
+    progress: Any,
+    policy: Any,
+    cassette: Any,
+    record: Any,
+    options: dict[str, Any],
+    durable: Durability | None,
+) -> RunReport:
+    """`aio_simulate` after its checks (and `trio_mesa.aio_resume`)."""
     loop = asyncio.get_running_loop()
+    if durable is not None:
+        cassette, record = durable.cassette, "new_episodes"
     run, resolved, show = _prepare(
         where, model, steps, budget, progress, policy, options, time.perf_counter, True
     )
@@ -533,13 +670,17 @@ async def aio_simulate(
     from concurrent.futures import ThreadPoolExecutor
 
     with (
-        using_recording(where, cassette, record),
+        using_recording(where, cassette, record) as recording,
         _scoped(run, resolved, stepper),
         _progress_shown(run, show),
         ThreadPoolExecutor(1, thread_name_prefix="trio-mesa-simulate") as pool,
     ):
+        if durable is not None:
+            durable.attach(run, recording)
         context = contextvars.copy_context()
-        for number in range(1, run.requested + 1):
+        for number in range(run.first_step, run.requested + 1):
+            if run.stopped_because is not None:  # a resume past a limit
+                break
             run.begin_step(number)
             work = loop.run_in_executor(pool, context.run, run.model.step)
             try:
@@ -565,6 +706,9 @@ async def aio_simulate(
                 run.end_step()
                 raise
             run.end_step()
+            if run.after_step is not None:
+                # Shielded: a cancellation waits for the snapshot being written.
+                await asyncio.shield(loop.run_in_executor(pool, run.after_step))
             if run.stopped_because is not None:
                 break
     return run.report()

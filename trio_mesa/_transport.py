@@ -46,6 +46,10 @@ from ._usage import (
 )
 
 _HEADER = "x-agent-id"
+#: The agent's call number in the recording, sent with a call the cassette did not
+#: answer: a deterministic test provider (the chaos server) answers a call asked again
+#: after a resume as it answered it the first time.
+_CALL_HEADER = "x-agent-call"
 
 
 class SeamHTTPError(Exception):
@@ -302,6 +306,7 @@ class SeamAsyncTransport(httpx.AsyncBaseTransport):
                 await _hold()  # abandoned when recorded: the client gives up again
                 raise AssertionError("unreachable: _hold() only ends by cancellation")
             call.request_body(request)
+            request.headers[_CALL_HEADER] = str(number)
         limit = call.seam.rate_limit if call.seam is not None else None
         if limit is not None:
             tokens = estimate_tokens(call.request_body(request)) if limit.tokens else 0
@@ -427,6 +432,7 @@ class SeamTransport(httpx.BaseTransport):
                     "replayed from the cassette: the client gave up on this call", request=request
                 )
             call.request_body(request)
+            request.headers[_CALL_HEADER] = str(number)
         limit = call.seam.rate_limit if call.seam is not None else None
         if limit is not None:
             tokens = estimate_tokens(call.request_body(request)) if limit.tokens else 0

@@ -473,12 +473,15 @@ class ChaosApp:
             await self._refuse(agent, wait, body["model"], scope, receive, send, prompt)
             return
         # No await between numbering the call and recording it: requests are numbered
-        # in the order they reach this point, one agent's calls in its own order.
-        planned = self.plan.call(key, self.log.next_call(agent))
+        # in the order they reach this point, one agent's calls in its own order;
+        # unless the client numbers them (trio-mesa's seam, recording: X-Agent-Call),
+        # so that a call asked again after a resume is answered as the first time.
+        number = _call_number(request.headers.get("x-agent-call")) if agent else None
+        planned = self.plan.call(key, number or self.log.next_call(agent))
         kind = planned.kind
         if kind is K.INTERRUPT or (kind is K.BAD_TOOL_CALL and not wants_tool_call(body)):
             kind = K.OK  # the fault does not apply to this request
-        record = self.log.start(agent, planned.kind.value, kind.value, body["model"])
+        record = self.log.start(agent, planned.kind.value, kind.value, body["model"], call=number)
         rng = CallRandom(self.seed, key, record.call, 1)  # the reply's own stream
         try:
             await self._answer(record, planned, kind, body, rng, scope, receive, send)
@@ -708,3 +711,13 @@ def _start(status: int, length: int, headers: dict[str, str] | None = None) -> d
             *((k.encode("latin-1"), v.encode("latin-1")) for k, v in extra.items()),
         ],
     }
+
+
+def _call_number(header: str | None) -> int | None:
+    """The client's call number from an ``X-Agent-Call`` header, or ``None``."""
+    if header is None:
+        return None
+    header = header.strip()
+    if not (header.isascii() and header.isdigit()) or not 0 < len(header) <= 18:
+        return None
+    return int(header) or None

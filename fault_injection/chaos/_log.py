@@ -116,15 +116,24 @@ class FaultLog:
                 self._file.truncate()
 
     def start(
-        self, agent: int | None, planned: str, fault: str, model: str, *, numbered: bool = True
+        self,
+        agent: int | None,
+        planned: str,
+        fault: str,
+        model: str,
+        *,
+        numbered: bool = True,
+        call: int | None = None,
     ) -> RequestRecord:
         """Number a new request (and, if ``numbered``, the agent's call) and mark it in
         flight. ``numbered=False`` (a quota refusal) leaves the agent's call count as it
-        is, so the plan entry stays with the agent's next admitted request."""
+        is, so the plan entry stays with the agent's next admitted request. ``call``:
+        the client's own number for the call (``X-Agent-Call``), kept as it is."""
         with self._cond:
-            call = self._calls.get(agent, 0) + 1
+            if call is None:
+                call = self._calls.get(agent, 0) + 1
             if numbered:
-                self._calls[agent] = call
+                self._calls[agent] = max(call, self._calls.get(agent, 0))
             record = RequestRecord(
                 request=len(self._records) + 1,
                 agent=agent,
