@@ -112,8 +112,7 @@ def resume(
             damaged or edited (a snapshot whose digest differs from the manifest's is
             never loaded); a run made by another trio-mesa version; a snapshot of
             another model class; ``steps`` below the steps done. Naming the file and
-            the reason, before any step runs.
-        As `simulate` otherwise.
+            the reason, before any step runs. Otherwise whatever `simulate` raises.
 
     A run directory holds pickles, and loading one runs code: resume only directories
     you trust like code.
