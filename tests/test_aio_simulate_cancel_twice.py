@@ -11,15 +11,19 @@ from __future__ import annotations
 import asyncio
 import threading
 import time
+import traceback
 
 import mesa
 import pytest
 
 import trio_mesa
 
+started = threading.Event()
+
 
 class Slow(mesa.Agent):
     def step(self) -> None:
+        started.set()
         time.sleep(0.3)
 
 
@@ -37,7 +41,9 @@ async def cancel_twice() -> None:
     task = asyncio.ensure_future(
         trio_mesa.aio_simulate(Town(), 50, sync_mode="thread", progress=False)
     )
-    await asyncio.sleep(0.15)  # model.step() is in its thread, agents in theirs
+    # model.step() is in its thread, an agent in its own (waited for in a thread of ours:
+    # the loop must stay free to start the agents).
+    assert await asyncio.get_running_loop().run_in_executor(None, started.wait, 15)
     task.cancel()
     await asyncio.sleep(0.01)
     task.cancel()  # a second Ctrl-C while the first is being honoured
@@ -46,16 +52,17 @@ async def cancel_twice() -> None:
 
 
 def test_cancelled_twice_while_model_step_runs_does_not_deadlock() -> None:
-    errors: list[BaseException] = []
+    errors: list[str] = []
+    started.clear()
 
     def main() -> None:
         try:
             asyncio.run(cancel_twice())
-        except BaseException as exc:  # reported below
-            errors.append(exc)
+        except BaseException:  # reported below, with where it came from
+            errors.append(traceback.format_exc())
 
     thread = threading.Thread(target=main, daemon=True)
     thread.start()
     thread.join(20)
     assert not thread.is_alive(), "aio_simulate deadlocked after a second cancellation"
-    assert not errors, errors
+    assert not errors, errors[0]
