@@ -1,0 +1,80 @@
+"""The stores' arithmetic, pure and in integers: GCRA start times for weighted
+reservations, the breaker's trip and probe rules, and the budget's fit test.
+`MemoryStore` calls these; `RedisStore`'s Lua scripts (`_lua`) are line-for-line
+translations of them, and the tests hold the two to the same answers.
+
+The breaker's rules are those of `trio_mesa._breaker.CircuitBreaker` (which still keeps
+them inline); times are integer microseconds on the store's clock.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Literal
+
+__all__ = ["budget_fits", "gcra_hold_off", "gcra_reserve", "gcra_settle", "probes_decide", "trips"]
+
+
+def gcra_reserve(
+    tat: int | None,
+    gate: int,
+    now: int,
+    interval: int,
+    burst: int,
+    weights: Sequence[int],
+) -> tuple[list[int], int]:
+    """Start offsets (microseconds from ``now``) for ``weights``, in order, and the new
+    theoretical arrival time.
+
+    ``tat`` is the limit's theoretical arrival time (``None``: never used), ``gate``
+    the end of its hold-off (``<= now``: none). An idle limit (``tat <= now``) is a
+    full bucket of ``burst`` units. A weight ``w`` starts once ``w`` units are in the
+    bucket: ``start = max(now, max(tat, now) - (burst - w) * interval, gate)``; it
+    then owes ``w * interval``. For ``w = 1`` this is `RateLimit._reserve`.
+    """
+    level = now if tat is None else max(tat, now)
+    offsets = []
+    for w in weights:
+        start = max(now, level - (burst - w) * interval, gate)
+        level = max(level, start) + w * interval
+        offsets.append(start - now)
+    return offsets, level
+
+
+def gcra_hold_off(tat: int | None, now: int, until: int, interval: int, burst: int) -> int:
+    """The ``tat`` after a hold-off until ``until``: starts resume one at a time from
+    there (``RateLimit.hold_off``), even with a burst."""
+    level = now if tat is None else max(tat, now)
+    return max(level, until + (burst - 1) * interval)
+
+
+def gcra_settle(tat: int | None, now: int, interval: int, delta: int) -> int:
+    """The ``tat`` after ``delta`` more units were used (``< 0``: given back), counted
+    from ``now`` when the limit is idle (an idle limit's debt is zero, never negative)."""
+    level = now if tat is None else max(tat, now)
+    return level + delta * interval
+
+
+def trips(calls: int, failed: int, min_calls: int, failure_rate: float) -> bool:
+    """Whether a closed breaker whose window holds ``calls`` verdicts, ``failed`` of them
+    outages, opens: at least ``min_calls`` and a failure rate of at least
+    ``failure_rate`` (checked after an outage only)."""
+    return calls >= min_calls and failed / calls >= failure_rate
+
+
+def probes_decide(
+    ok: int, failed: int, probes: int, failure_rate: float, *, outage: bool
+) -> Literal["open", "close"] | None:
+    """What a half-open breaker does once a probe's verdict is in: reopen when the
+    failed share of ``probes`` reaches ``failure_rate`` (after an outage), close when
+    even failures of every probe still out could no longer reach it, else wait."""
+    if outage and failed / probes >= failure_rate:
+        return "open"
+    if (probes - ok) / probes < failure_rate:
+        return "close"
+    return None
+
+
+def budget_fits(spent: int, reserved: int, amount: int, limit: int | None) -> bool:
+    """Whether reserving ``amount`` keeps ``spent + reserved`` at or under ``limit``."""
+    return limit is None or spent + reserved + amount <= limit
