@@ -76,11 +76,7 @@ def redact_url(url: str) -> str:
     try:
         return parse_redis_url(url).redacted
     except (TypeError, ValueError):
-        text = str(url)
-        head, sep, rest = text.partition("://")
-        if sep and "@" in rest:
-            return f"{head}://***@{rest.rpartition('@')[2]}"
-        return text
+        return redact_url_loosely(str(url))
 
 
 def parse_redis_url(url: object) -> RedisURL:
@@ -101,8 +97,9 @@ def parse_redis_url(url: object) -> RedisURL:
     try:
         parts = urlsplit(url)
         port = parts.port
-    except ValueError as exc:
-        raise ValueError(f"not a Redis URL: {shown_url} ({exc})") from None
+    except ValueError:
+        # urlsplit's message may quote part of the password: not shown.
+        raise ValueError(f"not a Redis URL (its port or host does not parse): {shown_url}") from None
     if parts.scheme not in _SCHEMES:
         raise ValueError(
             f"a Redis URL starts with redis:// or rediss:// (TLS), not {shown(parts.scheme + ':')}"
@@ -140,7 +137,7 @@ def parse_redis_url(url: object) -> RedisURL:
 def redact_url_loosely(url: str) -> str:
     """Hide everything between ``://`` and the last ``@`` (for a URL not yet parsed)."""
     head, sep, rest = url.partition("://")
-    if sep and "@" in rest.partition("/")[0]:
+    if sep and "@" in rest:
         return f"{head}://***@{rest.rpartition('@')[2]}"
     if not sep and "@" in url:
         return "***@" + url.rpartition("@")[2]
