@@ -11,6 +11,7 @@ from ._types import MAX_AMOUNT, Settlement, Spend, Verdict
 
 __all__ = ["count", "delta", "hold_off_ms", "settlements", "spends", "verdicts", "weights"]
 
+
 def weights(weights: Sequence[int]) -> tuple[int, ...]:
     out = tuple(weights)
     if not out:

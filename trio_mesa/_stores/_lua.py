@@ -51,7 +51,7 @@ if tat then level = math.max(tat, now) end
 local out = {1, epoch, left}
 for i = 4, #ARGV do
   local w = tonumber(ARGV[i])
-  local start = math.max(now, level - (burst - w) * interval, gate)
+  local start = math.max(now, level - (burst - math.min(w, burst)) * interval, gate)
   level = math.max(level, start) + w * interval
   out[#out + 1] = start - now
 end

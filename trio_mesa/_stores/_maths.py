@@ -28,14 +28,16 @@ def gcra_reserve(
 
     ``tat`` is the limit's theoretical arrival time (``None``: never used), ``gate``
     the end of its hold-off (``<= now``: none). An idle limit (``tat <= now``) is a
-    full bucket of ``burst`` units. A weight ``w`` starts once ``w`` units are in the
-    bucket: ``start = max(now, max(tat, now) - (burst - w) * interval, gate)``; it
-    then owes ``w * interval``. For ``w = 1`` this is `RateLimit._reserve`.
+    full bucket of ``burst`` units. A weight ``w`` starts once ``min(w, burst)`` units
+    are in the bucket: ``start = max(now, max(tat, now) - (burst - min(w, burst)) *
+    interval, gate)``, and then owes ``w * interval``: a weight larger than the bucket
+    waits for a full one and leaves it in debt. For ``w = 1`` this is
+    `RateLimit._reserve`.
     """
     level = now if tat is None else max(tat, now)
     offsets = []
     for w in weights:
-        start = max(now, level - (burst - w) * interval, gate)
+        start = max(now, level - (burst - min(w, burst)) * interval, gate)
         level = max(level, start) + w * interval
         offsets.append(start - now)
     return offsets, level

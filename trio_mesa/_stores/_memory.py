@@ -261,9 +261,7 @@ class MemoryStore:
                 state = "half_open"
         horizon = now - rule.window_us
         live = [f for t, f in b.verdicts if t > horizon]
-        return BreakerStatus(
-            state, left / 1_000_000, b.openings, b.reason, len(live), sum(live)
-        )
+        return BreakerStatus(state, left / 1_000_000, b.openings, b.reason, len(live), sum(live))
 
     # Budgets -----------------------------------------------------------------------
 

@@ -305,9 +305,8 @@ class RedisStore:
         from coredis.exceptions import NoScriptError
 
         client = self._connected()
-        if self._down_until is not None:
-            if time.monotonic() < self._down_until:
-                raise _Down(self._down_reason)
+        if self._down_until is not None and time.monotonic() < self._down_until:
+            raise _Down(self._down_reason)
         try:
             try:
                 result = await client.evalsha(script.sha, keys, args)  # type: ignore[arg-type]

@@ -99,7 +99,9 @@ class Quota:
         check_count("Quota burst", self.burst, maximum=MAX_AMOUNT)
         interval = self.per * 1_000_000 / self.rate
         if not math.isfinite(interval) or interval > MAX_AMOUNT:
-            raise ValueError(f"Quota per / rate is not a usable interval: {self.per!r} / {self.rate!r}")
+            raise ValueError(
+                f"Quota per / rate is not a usable interval: {self.per!r} / {self.rate!r}"
+            )
 
     @property
     def interval_us(self) -> int:
@@ -384,10 +386,10 @@ class StateStore(Protocol):
         """Reserve one start per weight, in order, first come first served.
 
         GCRA in integer microseconds with ``T = quota.interval_us`` and ``C =
-        quota.burst``: a weight ``w`` starts at ``max(now, max(tat, now) - (C - w) * T,
-        hold-off end)`` and moves the limit's ``tat`` to ``max(tat, start) + w * T``.
-        With weight 1 this is `RateLimit`'s slot; a weight above ``C`` waits for the
-        excess. Weights are ints in ``[1, MAX_AMOUNT]``.
+        quota.burst``: a weight ``w`` starts at ``max(now, max(tat, now) - (C - min(w,
+        C)) * T, hold-off end)`` and moves the limit's ``tat`` to ``max(tat, start) + w
+        * T``. With weight 1 this is `RateLimit`'s slot; a weight above ``C`` waits for
+        a full bucket and leaves it in debt. Weights are ints in ``[1, MAX_AMOUNT]``.
         """
         ...
 

@@ -42,7 +42,8 @@ class RedisURL:
         auth = f"{user}:***@" if self.password is not None else (f"{user}@" if user else "")
         host = f"[{self.host}]" if ":" in self.host else self.host
         query = "&".join(f"{k}={v}" for k, v in self.tls_options)
-        return f"{self.scheme}://{auth}{host}:{self.port}/{self.db}" + (f"?{query}" if query else "")
+        tail = f"?{query}" if query else ""
+        return f"{self.scheme}://{auth}{host}:{self.port}/{self.db}{tail}"
 
     def __repr__(self) -> str:
         return f"RedisURL({self.redacted!r})"
@@ -99,7 +100,9 @@ def parse_redis_url(url: object) -> RedisURL:
         port = parts.port
     except ValueError:
         # urlsplit's message may quote part of the password: not shown.
-        raise ValueError(f"not a Redis URL (its port or host does not parse): {shown_url}") from None
+        raise ValueError(
+            f"not a Redis URL (its host or port does not parse): {shown_url}"
+        ) from None
     if parts.scheme not in _SCHEMES:
         raise ValueError(
             f"a Redis URL starts with redis:// or rediss:// (TLS), not {shown(parts.scheme + ':')}"
