@@ -1,4 +1,5 @@
-"""Workload 8: 200 real mesa-llm ``LLMAgent``s (CoT) against a provider quota of 50 requests/s.
+"""Workload 8: 200 real mesa-llm ``LLMAgent``s (CoT) against a provider quota of 50 requests/s
+(and, in a second server, a tokens-per-minute quota as well).
 
 One step of a Mesa model of `Walker` agents (``CoTReasoning``: a planning request and a
 tool-call request each, through litellm over HTTP) against the chaos server in its own
@@ -14,13 +15,26 @@ side:
   When ``B_OPTIONS`` has a ``retry``, mesa-llm's own retry is bounded to one try with no
   SDK retries (`bound_mesa_llm_retries`), so trio-mesa's step-level retry and shared
   rate limit are the one loop; without one (before ``trio_mesa.Retry`` exists) (b) is
-  plain compat over mesa-llm's own retry.
+  plain compat over mesa-llm's own retry. Its rate limit gates agent attempts, so it is
+  set at the quota over the requests one step makes (``RateLimit(25)``).
+- (c) compat with the quota written as the provider publishes it: a per-request
+  ``RateLimit(requests=50)``, passed by every HTTP request at trio-mesa's seam, with
+  ``request_retry`` (a 429 is retried at the request, every holder paused by its
+  Retry-After). Targets (issue 23): every agent OK, wall <= 1.10x the quota floor, 429s
+  <= 1% of requests.
+- (d) the same against a server that also limits tokens: ``--quota-tpm TPM``, enforced
+  per second (TPM/60 a second, burst one second's worth), TPM chosen from a clean
+  step's tokens so that tokens bind (a token floor of ``TOKEN_FLOOR`` seconds); the
+  client writes ``RateLimit(requests=50, tokens=TPM // 60)``. Same targets, against the
+  token floor.
 
 Each contender gets a fresh server (a full bucket, an empty log) and a fresh model;
 litellm is warmed up first on a server of its own. Reported for each: wall time, agents
 whose step finished, HTTP requests the server saw, 429s it sent. The quota floor is the
 least time the provider allows for the requests a clean step makes: ``(calls - burst) /
-rate``, with ``calls`` counted on a clean server (2 per agent for CoT).
+rate``, with ``calls`` counted on a clean server (2 per agent for CoT); with a token
+quota, also ``(tokens - token burst) / tokens per second``, tokens counted on the clean
+server as it bills them (the larger of the two floors is the floor).
 """
 
 from __future__ import annotations
@@ -64,6 +78,10 @@ B_OPTIONS: dict[str, Any] = {
     "retry": trio_mesa.Retry(attempts=5, initial=0.5, max_delay=8.0),
     "rate_limit": trio_mesa.RateLimit(RATE / CALLS_PER_STEP),
 }
+#: Contender (c)'s request retry (made per run: (c) and (d) each get a fresh RateLimit).
+REQUEST_RETRY = trio_mesa.Retry(attempts=5, initial=0.5, max_delay=8.0)
+#: The token floor (seconds) the TPM of contender (d) is chosen for.
+TOKEN_FLOOR = 8.5
 
 
 @dataclass(frozen=True)
@@ -159,23 +177,41 @@ def _warm_up() -> None:
         )
 
 
-def clean_calls(n: int) -> int:
-    """How many LLM requests one clean step of ``n`` agents makes."""
+def clean_calls(n: int) -> tuple[int, int]:
+    """How many LLM requests one clean step of ``n`` agents makes, and the tokens the
+    server bills them (prompt plus completion)."""
     from mesa_llm import parallel_stepping
 
     with serve("--scenario", "clean") as url:
         model = _model(n, url + "/v1")
         asyncio.run(parallel_stepping.step_agents_parallel(list(model.agents)))
-        return int(stats(url)["requests"])
+        calls = int(stats(url)["requests"])
+        with urllib.request.urlopen(url + "/_chaos/log", timeout=60) as r:
+            records = json.load(r)["requests"]
+        tokens = sum(int(x["prompt_tokens"]) + int(x["completion_tokens"]) for x in records)
+        return calls, tokens
 
 
-def _step(contender: str, n: int, rate: float, burst: int, cap: float) -> Measured:
+def _options(contender: str, rate: float, tps: int | None) -> dict[str, Any]:
+    if contender == "b":
+        return B_OPTIONS
+    limit = trio_mesa.RateLimit(requests=rate, tokens=tps)
+    return {"rate_limit": limit, "request_retry": REQUEST_RETRY}
+
+
+def _step(
+    contender: str, n: int, rate: float, burst: int, cap: float, tps: int | None = None
+) -> Measured:
     from mesa_llm import parallel_stepping
 
     from trio_mesa import compat
     from trio_mesa.compat import _mesa_llm_retries
 
-    with serve("--scenario", "quota", "--quota", str(rate), "--quota-burst", str(burst)) as url:
+    flags = ["--scenario", "quota", "--quota", str(rate), "--quota-burst", str(burst)]
+    if tps is not None:
+        flags += ["--quota-tpm", str(tps * 60)]
+    options = _options(contender, rate, tps)
+    with serve(*flags) as url:
         model = _model(n, url + "/v1")
         agents = list(model.agents)
         model.steps += 1  # what Model.step() does before the agents act
@@ -184,7 +220,7 @@ def _step(contender: str, n: int, rate: float, burst: int, cap: float) -> Measur
             await parallel_stepping.step_agents_parallel(agents)
 
         async def compat_step() -> None:
-            with compat.policy(**B_OPTIONS):
+            with compat.policy(**options):
                 await compat.step_agents_parallel(agents)
 
         step = mesa_llm_step if contender == "a" else compat_step
@@ -277,18 +313,89 @@ def rows(
     ]
 
 
+def request_rows(
+    label: str, m: Measured, *, agents: int, floor: float, what: str, cap: float
+) -> list[Row]:
+    """Contender (c)'s or (d)'s rows: wall against the floor, agents, 429 share."""
+    share = 100.0 * m.rate_limited / m.requests if m.requests else 0.0
+    counts = f"{m.requests} requests, {m.rate_limited} x 429"
+    ended = f"{fmt_s(m.wall)} wall" if m.finished else f"cut off at {cap:g} s"
+    return [
+        Row(
+            workload="8",
+            name=f"{label}: wall / quota floor ({what})",
+            value=m.wall / floor if floor else float("nan"),
+            unit="x",
+            detail=f"{ended} vs {fmt_s(floor)}",
+            op="<=",
+            target=1.10,
+            rounds=1,
+            medians={label[:3]: m.wall, "floor": floor},
+        ),
+        Row(
+            workload="8",
+            name=f"{label[:3]} agents whose step finished, of {agents}",
+            value=m.agents_ok,
+            unit="agents",
+            detail=counts,
+            op=">=",
+            target=agents,
+            rounds=1,
+        ),
+        Row(
+            workload="8",
+            name=f"{label[:3]} 429s received, share of its HTTP requests",
+            value=share,
+            unit="%",
+            detail=counts,
+            op="<=",
+            target=1.0,
+            rounds=1,
+        ),
+    ]
+
+
+def token_rate(tokens: int, floor: float = TOKEN_FLOOR) -> int:
+    """Tokens per second (burst one second's worth) whose floor for ``tokens`` is about
+    ``floor`` seconds: ``(tokens - r) / r = floor``."""
+    return max(1, round(tokens / (floor + 1.0)))
+
+
 def measure(agents: int, rate: float, burst: int, cap: float) -> list[Row]:
-    """Warm up, count a clean step's calls, then step (a) and (b) once each."""
+    """Warm up, count a clean step's calls and tokens, then step (a) to (d) once each."""
     import litellm
 
     litellm.suppress_debug_info = True  # its "Give Feedback" banner goes to stdout
     logging.getLogger("mesa_llm").setLevel(logging.CRITICAL)
     logging.getLogger("LiteLLM").setLevel(logging.CRITICAL)
+    logging.getLogger("trio_mesa").setLevel(logging.ERROR)  # one warning per 429 retried
     _warm_up()
-    calls = clean_calls(agents)
+    calls, tokens = clean_calls(agents)
     a = _step("a", agents, rate, burst, cap)
     b = _step("b", agents, rate, burst, cap)
-    return rows(a, b, agents=agents, calls=calls, rate=rate, burst=burst, cap=cap)
+    c = _step("c", agents, rate, burst, cap)
+    tps = token_rate(tokens)
+    d = _step("d", agents, rate, burst, cap, tps)
+    request_floor = max(0.0, (calls - burst) / rate)
+    token_floor = max(0.0, (tokens - tps) / tps)
+    out = rows(a, b, agents=agents, calls=calls, rate=rate, burst=burst, cap=cap)
+    out += request_rows(
+        f"(c) compat, RateLimit(requests={rate:g}), request_retry",
+        c,
+        agents=agents,
+        floor=request_floor,
+        what=f"{calls} calls at {rate:g}/s",
+        cap=cap,
+    )
+    out += request_rows(
+        f"(d) compat, RateLimit(requests={rate:g}, tokens={tps}), request_retry",
+        d,
+        agents=agents,
+        floor=max(request_floor, token_floor),
+        what=f"{tokens} tokens at {tps}/s = {tps * 60} TPM",
+        cap=cap,
+    )
+    return out
 
 
 def run(config: Config) -> list[Row]:

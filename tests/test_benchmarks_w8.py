@@ -42,3 +42,17 @@ def test_b_options_follow_what_trio_mesa_provides() -> None:
 
     assert ("retry" in w8_quota.B_OPTIONS) == hasattr(trio_mesa, "Retry")
     assert ("rate_limit" in w8_quota.B_OPTIONS) == hasattr(trio_mesa, "RateLimit")
+
+
+def test_request_rows_hold_the_quota_as_published_to_issue_23s_targets() -> None:
+    c = Measured(wall=7.7, finished=True, agents_ok=200, requests=404, rate_limited=4)
+    wall, done, share = w8_quota.request_rows(
+        "(c) compat, RateLimit(requests=50)", c, agents=200, floor=7.0, what="x", cap=60.0
+    )
+    assert math.isclose(wall.value, 1.1) and wall.target == 1.10 and wall.passed is True
+    assert (done.value, done.passed) == (200, True)
+    assert math.isclose(share.value, 100 * 4 / 404) and share.target == 1.0
+    assert share.passed is True
+    # A token rate whose floor for 65,000 tokens is 8.5 s: (65,000 - r) / r.
+    r = w8_quota.token_rate(65_000)
+    assert r == 6842 and math.isclose((65_000 - r) / r, 8.5, rel_tol=1e-3)

@@ -300,3 +300,81 @@ def test_serve_quota_burst_alone_uses_the_quota_scenarios_rate() -> None:
         proc.send_signal(signal.SIGINT)
         assert proc.wait(timeout=30) == 0
     assert (stats["quota"]["rate"], stats["quota"]["burst"]) == (50.0, 7)
+
+
+# -- a token quota (tokens per second: a TPM enforced per second) ----------------------
+
+
+def test_the_token_bucket_admits_prompts_it_holds_and_charges_completions() -> None:
+    clock = FakeClock()
+    bucket = TokenBucket(Quota(100, tokens=10, token_burst=20), clock)
+    assert bucket.take(15) == 0.0  # 5 left
+    assert bucket.take(10) == 0.5  # 5 more at 10 a second
+    bucket.charge(5)  # the first one's completion: the bucket is empty
+    assert bucket.take(10) == 1.0
+    clock.advance(1.0)
+    assert bucket.take(10) == 0.0
+    assert bucket.take(40) == 2.0  # more than the bucket holds: wait for a full bucket
+    stats = bucket.stats()
+    assert (stats["llm_tokens_charged"], stats["refused_for_tokens"]) == (30, 3)
+    assert (stats["llm_tokens_per_s"], stats["llm_token_burst"]) == (10.0, 20)
+    assert Quota(5, tokens=7.5).token_capacity == 8
+    assert Quota(5, tokens=7.5).describe() == "5 requests/s, burst 5; 7.5 tokens/s, burst 8"
+    with pytest.raises(ValueError, match=r"token_burst needs Quota\.tokens"):
+        Quota(5, token_burst=3)
+
+
+def test_a_token_quota_refuses_a_prompt_it_has_no_room_for(client) -> None:
+    clock = FakeClock()
+    body = {"model": "chaos", "messages": [{"role": "user", "content": "one two three four"}]}
+    with chaos_server("clean", quota=Quota(100, tokens=4, token_burst=6), clock=clock) as s:
+        url = s.api_base + "/chat/completions"
+        first = client.post(url, json=body)
+        assert first.status_code == 200
+        assert first.json()["usage"]["prompt_tokens"] == 4
+        refused = client.post(url, json=body)  # 6 - 4 - its completion: in debt
+        assert refused.status_code == 429
+        error = refused.json()["error"]
+        assert "on tokens per second (TPS): Limit 4, burst 6, Requested 4" in error["message"]
+        stats = s.stats()
+    completion = first.json()["usage"]["completion_tokens"]
+    assert stats["quota"]["llm_tokens_charged"] == 4 + completion
+    assert refused.headers["retry-after-ms"] == str(math.ceil((4 + completion - 2) / 4 * 1000))
+
+
+def test_trio_mesa_paces_requests_and_tokens_to_the_servers_quota() -> None:
+    """End to end over loopback: trio agents through the seam, a per-request RateLimit
+    written as the server's quota (20 requests and 800 tokens a second), with
+    request retries: every agent gets through, the tokens were reserved and settled."""
+    from mesa import Agent, Model
+
+    import trio_mesa
+
+    client = trio_mesa.async_http_client()
+
+    class Caller(Agent):
+        @trio_mesa.trio_native
+        async def astep(self) -> None:
+            for n in range(2):
+                content = "word " * 30 + f"turn {n}"
+                body = {"model": "chaos", "messages": [{"role": "user", "content": content}]}
+                r = await client.post(self.model.url, json=body)
+                r.raise_for_status()
+
+    model = Model(rng=1)
+    for _ in range(20):
+        Caller(model)
+    limit = trio_mesa.RateLimit(requests=20, tokens=800)
+    with chaos_server("clean", quota=Quota(20, tokens=800)) as server:
+        model.url = server.api_base + "/chat/completions"
+        report = trio_mesa.run_step(
+            model.agents, rate_limit=limit, request_retry=trio_mesa.Retry(attempts=5)
+        )
+        stats = server.stats()
+    assert report.all_ok, str(report)
+    assert report.usage.calls == 40 and limit.reservations == stats["requests"]
+    assert limit.tokens_used == report.usage.total_tokens == stats["quota"]["llm_tokens_charged"]
+    # The estimate (characters / 4) misses the completion; the limit learned it.
+    assert limit.expected_ratio > 1.0
+    # 429s: what in-flight requests' misses cost (no timing bound here: see workload 8).
+    assert stats["quota_exceeded"] == report.usage.request_retries

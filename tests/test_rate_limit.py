@@ -381,3 +381,91 @@ def test_property_no_start_inside_a_hold_off(
         seq += 1
     assert len(admitted) == len(arrivals)  # everyone starts, eventually
     _assert_gcra(admitted, limit)
+
+
+# -- request mode ----------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "error", "words"),
+    [
+        ({}, TypeError, ["rate", "requests"]),
+        ({"rate": 5, "requests": 5}, TypeError, ["not both"]),
+        ({"requests": 0}, ValueError, ["requests", "0"]),
+        ({"tokens": 0}, ValueError, ["tokens", "0"]),
+        ({"tokens": 2.5}, TypeError, ["tokens", "2.5"]),
+        ({"requests": 5, "burst": 2}, TypeError, ["burst", "shorter period"]),
+    ],
+)
+def test_request_mode_bad_input_names_field_and_value(kwargs, error, words) -> None:
+    with pytest.raises(error) as info:
+        RateLimit(**kwargs)
+    for word in words:
+        assert word in str(info.value)
+
+
+def test_request_mode_is_a_bucket_of_one_periods_worth() -> None:
+    limit = RateLimit(requests=4, tokens=100, per=2.0)
+    assert limit.per_request and (limit.requests, limit.tokens, limit.burst) == (4.0, 100, 4)
+    assert repr(limit) == "RateLimit(requests=4, tokens=100, per=2)"
+    assert not RateLimit(2).per_request
+    # Four at once, then one every 0.5 s; tokens are not what binds here.
+    assert [limit.reserve(0.0, tokens=10).start for _ in range(6)] == [0, 0, 0, 0, 0.5, 1.0]
+
+
+def test_a_reservation_weighs_its_tokens() -> None:
+    limit = RateLimit(tokens=128, per=1.0)
+    assert [limit.reserve(0.0, tokens=64).start for _ in range(4)] == [0.0, 0.0, 0.5, 1.0]
+    assert limit.tokens_reserved == 256
+    # A request larger than the bucket waits for a full one and leaves it in debt.
+    assert limit.reserve(0.0, tokens=320).start == 2.0
+    assert limit.reserve(0.0, tokens=16).start == 4.5 - 112 / 128
+
+
+def test_a_start_past_the_deadline_takes_nothing() -> None:
+    limit = RateLimit(requests=1, per=4.0)
+    assert limit.reserve(0.0, deadline=1.0) is not None  # now: free
+    assert limit.reserve(0.0, deadline=4.0) is None  # its slot would be 4.0
+    assert limit.reservations == 1
+    assert limit.reserve(0.0).start == 4.0  # the slot is still free
+
+
+def test_settling_moves_slots_not_yet_started() -> None:
+    limit = RateLimit(tokens=8, per=1.0)
+    first = limit.reserve(0.0, tokens=8)
+    waiting = limit.reserve(0.0, tokens=8)
+    assert (first.start, waiting.start) == (0.0, 1.0)
+    limit.settle(8, 4, now=0.0)  # it used half: the waiting slot moves to 0.5
+    assert limit.confirm(waiting, 0.25) == Reservation(0.5, 0, 8)
+    assert limit.confirm(waiting, 0.5) is None
+    limit.settle(8, 24, now=0.5)  # that one used 16 more: the next waits for them
+    assert limit.reserve(0.5, tokens=8).start == 3.5
+    assert (limit.tokens_used, limit.expected_ratio) == (28, 1.0)  # nothing learned
+
+
+def test_what_estimates_miss_is_learned_from_usage() -> None:
+    limit = RateLimit(tokens=10_000, per=1.0)
+    for estimate, used in ((300, 200), (100, 100)):  # a fixed part of 50, half the rest
+        r = limit.reserve(0.0, tokens=estimate)
+        assert r is not None
+        limit.settle(r.tokens, used, now=0.0, estimate=estimate)
+    assert limit.expected_tokens(500) == 300
+    assert limit.reserve(0.0, tokens=500).tokens == 300
+
+
+def test_slots_the_token_bucket_held_back_leave_one_at_a_time() -> None:
+    # Requests: a bucket of 2, one every 0.5 s; tokens: a bucket of 4, 4 a second.
+    limit = RateLimit(requests=2, tokens=4, per=1.0)
+    early = [limit.reserve(0.0, tokens=4) for _ in range(4)]
+    assert [r.start for r in early] == [0.0, 1.0, 2.0, 3.0]  # the tokens bind
+    for r in early:
+        assert limit.confirm(r, r.start) is None
+    late = [limit.reserve(0.0, tokens=4) for _ in range(4)]
+    assert [r.start for r in late] == [4.0, 5.0, 6.0, 7.0]
+    for _ in early:
+        limit.settle(4, 0, now=3.0)  # none of them used a token: 4 s given back
+    # The token bucket would let all four go at 3.0, and so would the request schedule
+    # (it counted the early ones at their request slots, 0 to 1.5); but they were given
+    # at 0, 1, 2 and 3: the request bucket lets one go at 3.0, the next at 3.5.
+    assert limit.confirm(late[0], 3.0) is None
+    assert limit.confirm(late[1], 3.0) == Reservation(3.5, 0, 4)

@@ -157,7 +157,7 @@ class _AioBatch:
                 return
             # Set in the task's body: the task copied its context when it was created.
             if recorder.ledgers is not None:  # usage tracked: see _usage
-                open_ledger(recorder.ledgers, i, agent)
+                open_ledger(recorder.ledgers, i, agent, self.deadline)
             if turn is not None:
                 await meters.run(turn, call, asyncio.sleep, park_asyncio)  # type: ignore[union-attr]
                 return

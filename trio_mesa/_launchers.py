@@ -100,7 +100,7 @@ class TaskLauncher:
                 recorder.timed_out(i, agent, start, deadline, started=False)
             else:
                 if recorder.ledgers is not None:  # usage tracked: see _usage
-                    open_ledger(recorder.ledgers, i, agent)  # this task's own context
+                    open_ledger(recorder.ledgers, i, agent, deadline)  # this task's own context
                 if turn is not None:
                     await self.meters.run(  # type: ignore[union-attr]
                         turn, self.invoke(agent, call, deadline), trio.sleep, park_trio
@@ -159,7 +159,7 @@ class TrioLauncher(TaskLauncher):
                 recorder.timed_out(i, agent, start, deadline, started=False)
             else:
                 if recorder.ledgers is not None:  # usage tracked: see _usage
-                    open_ledger(recorder.ledgers, i, agent)  # this task's own context
+                    open_ledger(recorder.ledgers, i, agent, deadline)  # this task's own context
                 result = await call()
                 recorder.ok(i, agent, result, self.now() - start)
         except Exception as exc:
@@ -188,12 +188,18 @@ class ThreadLauncher(TaskLauncher):
     def invoke(self, agent: Any, call: Callable[[], Any], deadline: float) -> Callable[[], Any]:
         async def in_a_thread() -> Any:
             try:
-                return await trio.to_thread.run_sync(
+                result = await trio.to_thread.run_sync(
                     call, abandon_on_cancel=self.abandons_on_cancel, limiter=self.limiter
                 )
-            finally:
-                if self.now() >= deadline:  # returned or raised, after its time was up
+            except trio.Cancelled:  # cut in a wait on the Trio thread (the seam's): on time
+                raise
+            except BaseException:
+                if self.now() >= deadline:  # raised, after its time was up
                     self.recorder.overran(agent, deadline)
+                raise
+            if self.now() >= deadline:  # returned after its time was up
+                self.recorder.overran(agent, deadline)
+            return result
 
         return in_a_thread
 

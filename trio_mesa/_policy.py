@@ -75,9 +75,15 @@ class StepPolicy:
             then ends ``TIMED_OUT``). While it is set, mesa-llm's own endless retry is
             bounded to one try (`trio_mesa.compat.bound_mesa_llm_retries`). Counted in
             ``Usage.request_retries``. ``None`` (default): requests are not retried.
-        rate_limit: a `RateLimit` every attempt passes first (shared across steps and
-            models, like ``limiter``); a failure asking to wait (``Retry-After``)
-            closes it for everyone until then.
+        rate_limit: a `RateLimit`, shared across steps and models like ``limiter``.
+            Per request (``RateLimit(requests=50)``, ``RateLimit(requests=500,
+            tokens=30_000, per=60)``): every LLM request passing the seam waits for
+            it just before it is sent (each request retry too), its tokens reserved
+            from an estimate and settled from the response's usage; a wait that would
+            end at or after the agent's time limit is not begun (no request is made:
+            the agent ends ``TIMED_OUT``). Per attempt (``RateLimit(25)``): every
+            attempt of an agent's step passes it first. Either way a 429 asking to
+            wait (``Retry-After``) closes it for everyone until then.
         breaker: a `CircuitBreaker`: when enough of the recent calls failed with an
             outage (`is_outage`: 5xx, connection errors, timeouts; never a 429), no
             call is made until a probe succeeds. An agent that meets it open waits for
@@ -156,8 +162,14 @@ class StepPolicy:
 
     @property
     def metered(self) -> bool:
-        """Whether calls go through `Retry`, `RateLimit` or `CircuitBreaker`."""
-        return self.retry is not None or self.rate_limit is not None or self.breaker is not None
+        """Whether agent attempts go through `Retry`, a per-attempt `RateLimit` or
+        `CircuitBreaker` (a per-request `RateLimit` is passed at the seam instead)."""
+        limit = self.rate_limit
+        return (
+            self.retry is not None
+            or (limit is not None and not limit.per_request)
+            or self.breaker is not None
+        )
 
     @property
     def effective_timeout(self) -> float:

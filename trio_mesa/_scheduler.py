@@ -86,9 +86,10 @@ class Step:
         self.meters: Meters | None = None
         if policy.metered:
             seed = f"{getattr(model, '_seed', None)!r}:{self.recorder.model_step!r}"
-            self.meters = Meters(
-                policy.retry, policy.rate_limit, policy.breaker, self.recorder, seed
-            )
+            limit = policy.rate_limit
+            if limit is not None and limit.per_request:
+                limit = None  # passed per request, at the seam (_gate)
+            self.meters = Meters(policy.retry, limit, policy.breaker, self.recorder, seed)
         self.launchers: dict[Flavor, Any] = {}
         self.inline: InlineLauncher | None = None
         #: ``(start, indices)`` of each batch started, kept only while a watch needs it.
@@ -113,7 +114,7 @@ class Step:
             self.step_deadline = self.recorder.step_deadline = start + self.policy.deadline
         breaker = self.policy.breaker
         events_before = 0
-        if self.meters is not None:
+        if self.meters is not None or self.policy.rate_limit is not None:
             self._rebase(start)
             if breaker is not None:
                 events_before = breaker.events_recorded
@@ -145,7 +146,7 @@ class Step:
         if self.recorder.unsettled:
             await self._settle_usage()
         circuit_events: tuple[Any, ...] = ()
-        if self.meters is not None:
+        if self.meters is not None or self.policy.rate_limit is not None:
             self._rebase(now())
             if breaker is not None:
                 circuit_events = tuple(

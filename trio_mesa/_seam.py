@@ -6,8 +6,8 @@ request retry, its count of unattributed requests) in its own context, which eve
 agent task and worker thread copies. The httpx transports of `trio_mesa._transport`
 read both for each request, so they know which agent sends it, that agent's call
 number, and what to do with it: name the agent in an ``X-Agent-Id`` header, answer
-from or write to the cassette, retry a transient failure, take the usage from the
-response.
+from or write to the cassette, pass a request-mode `RateLimit` (`trio_mesa._gate`),
+retry a transient failure, take the usage from the response.
 
 `step_seam` is the step's side of it: it installs the transports on litellm
 (``litellm.aclient_session`` / ``litellm.client_session``, which litellm's
@@ -33,17 +33,26 @@ from ._seam_context import Seam, current_seam
 from ._usage import AGENT, LITELLM_CALLS, REQUESTS, track_usage
 
 
+def _request_limit(policy: Any) -> Any:
+    limit = policy.rate_limit
+    return limit if limit is not None and limit.per_request else None
+
+
 def prepare_step(policy: Any) -> None:
     """Before a step's recorder is made: turn usage ledgers on when the seam will need
-    the agents' names (a cassette or a request retry in force)."""
-    if policy.request_retry is not None or current_recording.get() is not None:
+    the agents' names (a cassette, a request retry or a request rate limit in force)."""
+    if (
+        policy.request_retry is not None
+        or _request_limit(policy) is not None
+        or current_recording.get() is not None
+    ):
         track_usage()
 
 
 @contextmanager
 def step_seam(policy: Any, recorder: Any, seed: str = "") -> Iterator[Seam]:
     """The seam for one step, installed for its duration (see the module docstring)."""
-    seam = Seam(current_recording.get(), policy.request_retry, seed)
+    seam = Seam(current_recording.get(), policy.request_retry, seed, _request_limit(policy))
     token = current_seam.set(seam)
     recorder.seam = seam
     installed = bounded = False
@@ -88,8 +97,10 @@ def async_http_client(**kwargs: Any) -> Any:
 def http_client(**kwargs: Any) -> Any:
     """The sync twin of `async_http_client`, an ``httpx.Client``:
     ``openai.OpenAI(http_client=trio_mesa.http_client())`` for sync agents (inline or
-    in worker threads). A retry's wait sleeps the agent's thread, which a timeout
-    cannot interrupt: bound it with ``Retry(max_delay=..., max_retry_after=...)``."""
+    in worker threads). In a worker thread (``sync_mode="thread"``) a request retry's
+    wait and a rate limit's wait happen on the Trio thread, in the agent's task, so the
+    agent's timeout and the step deadline cut them (the agent ends ``TIMED_OUT``); an
+    inline agent's waits block the Trio thread, as its call does."""
     from ._transport import http_client as make
 
     track_usage()

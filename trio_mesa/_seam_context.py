@@ -8,6 +8,7 @@ import contextvars
 import random
 import threading
 
+from ._rate_limit import RateLimit
 from ._recording import Recording
 from ._retry import Retry
 
@@ -18,17 +19,25 @@ class Seam:
     Attributes:
         recording: the `Recording` in use, or ``None``.
         retry: the `Retry` for requests, or ``None``.
+        rate_limit: the request-mode `RateLimit` every request passes, or ``None``.
         rng: draws the retry jitter (seeded per step, as step retries are).
         litellm: whether the seam is installed on litellm for this step (then usage
             comes from the seam, not from litellm's late logging events).
         unattributed: requests that passed through made outside any agent.
     """
 
-    __slots__ = ("_lock", "litellm", "recording", "retry", "rng", "unattributed")
+    __slots__ = ("_lock", "litellm", "rate_limit", "recording", "retry", "rng", "unattributed")
 
-    def __init__(self, recording: Recording | None, retry: Retry | None, seed: str = "") -> None:
+    def __init__(
+        self,
+        recording: Recording | None,
+        retry: Retry | None,
+        seed: str = "",
+        rate_limit: RateLimit | None = None,
+    ) -> None:
         self.recording = recording
         self.retry = retry
+        self.rate_limit = rate_limit
         self.rng = random.Random(seed)
         self.litellm = False
         self.unattributed = 0

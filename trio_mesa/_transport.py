@@ -8,10 +8,12 @@ inside an agent's call (its usage ledger is in the context: `trio_mesa._usage`) 
    answer from it (a request that differs from its recording, or a call beyond it, is
    answered with an OpenAI-shaped 400 saying so) or send it and write the exchange,
    flushed, before the client sees the response;
-3. with the step's ``request_retry``, send a request that failed transiently again
+3. with a request-mode ``rate_limit``, pass its gate just before the request is sent
+   (each retry too), and settle its tokens from the response (`trio_mesa._gate`);
+4. with the step's ``request_retry``, send a request that failed transiently again
    (a 408, 409, 429 or 5xx response, or a connection error or timeout) after the wait
    `Retry.delay` gives (``Retry-After`` honoured), before the client sees the failure;
-4. add the response's ``usage`` (and its cost from litellm's cost map, when litellm is
+5. add the response's ``usage`` (and its cost from litellm's cost map, when litellm is
    imported) to the agent's ledger.
 
 A request made outside any agent passes through untouched (counted in the step's
@@ -24,16 +26,24 @@ from __future__ import annotations
 
 import asyncio
 import json
-import time
 from typing import Any
 
 import httpx
 
 from ._cassette import Exchange, first_difference
+from ._gate import estimate_tokens, pass_gate_async, pass_gate_sync, settle_response, sleep_sync
 from ._recording import Recording
 from ._retry import Retry, is_transient_status
 from ._seam_context import Seam, current_seam
-from ._usage import AGENT, REQUEST_RETRIES, REQUESTS, add_call, current_ledger, ledger_lock
+from ._usage import (
+    AGENT,
+    DEADLINE,
+    REQUEST_RETRIES,
+    REQUESTS,
+    add_call,
+    current_ledger,
+    ledger_lock,
+)
 
 _HEADER = "x-agent-id"
 
@@ -292,6 +302,10 @@ class SeamAsyncTransport(httpx.AsyncBaseTransport):
                 await _hold()  # abandoned when recorded: the client gives up again
                 raise AssertionError("unreachable: _hold() only ends by cancellation")
             call.request_body(request)
+        limit = call.seam.rate_limit if call.seam is not None else None
+        if limit is not None:
+            tokens = estimate_tokens(call.request_body(request)) if limit.tokens else 0
+            reserved = await pass_gate_async(limit, tokens, call.ledger[DEADLINE])
         try:
             response = await self._transport().handle_async_request(request)
             await response.aread()
@@ -303,6 +317,8 @@ class SeamAsyncTransport(httpx.AsyncBaseTransport):
             if recording is not None:
                 recording.write(Exchange.hung_up(call.agent, number, call.body))
             raise
+        if limit is not None:
+            settle_response(limit, reserved, tokens, response, call.agent)
         if recording is not None:
             recording.write(
                 Exchange.from_response(
@@ -357,9 +373,10 @@ async def _hold() -> None:
 class SeamTransport(httpx.BaseTransport):
     """The sync twin of `SeamAsyncTransport` (litellm's ``completion``, ``openai.OpenAI``).
 
-    Retry waits sleep the calling thread (a worker thread cannot be interrupted:
-    bound them with ``Retry(max_delay=..., max_retry_after=...)``). A call recorded as
-    abandoned replays as an ``httpx.ReadTimeout``.
+    In a Trio worker thread, retry and rate-limit waits happen on the Trio thread, in
+    the agent's task (`trio_mesa._gate`), so the agent's time limit cuts them; elsewhere
+    they sleep the calling thread. A call recorded as abandoned replays as an
+    ``httpx.ReadTimeout``.
     """
 
     def __init__(self, inner: httpx.BaseTransport | None = None) -> None:
@@ -390,7 +407,7 @@ class SeamTransport(httpx.BaseTransport):
                 if failure is None:
                     _take_usage(call, response)
                     return response
-            time.sleep(retry.delay(attempt, failure, seam.rng))  # type: ignore[union-attr]
+            sleep_sync(retry.delay(attempt, failure, seam.rng))  # type: ignore[union-attr]
             attempt += 1
 
     def _exchange(self, call: _Call, request: httpx.Request) -> httpx.Response:
@@ -410,6 +427,10 @@ class SeamTransport(httpx.BaseTransport):
                     "replayed from the cassette: the client gave up on this call", request=request
                 )
             call.request_body(request)
+        limit = call.seam.rate_limit if call.seam is not None else None
+        if limit is not None:
+            tokens = estimate_tokens(call.request_body(request)) if limit.tokens else 0
+            reserved = pass_gate_sync(limit, tokens, call.ledger[DEADLINE])
         try:
             response = self._inner.handle_request(request)
             response.read()
@@ -421,6 +442,8 @@ class SeamTransport(httpx.BaseTransport):
             if recording is not None:
                 recording.write(Exchange.hung_up(call.agent, number, call.body))
             raise
+        if limit is not None:
+            settle_response(limit, reserved, tokens, response, call.agent)
         if recording is not None:
             recording.write(
                 Exchange.from_response(

@@ -6,19 +6,22 @@ names the agent's ledger: whatever reports an LLM call there (`record_usage`, or
 litellm callback in `trio_mesa._litellm_usage`) adds to that agent, with no change to
 agent code. A ledger is a plain list (built at C speed on the hot path):
 ``[calls, prompt_tokens, completion_tokens, known_cost, unpriced_calls, pending,
-agent, requests, request_retries, litellm_calls]``, where ``pending`` is the set of
+agent, requests, request_retries, litellm_calls, deadline]``, where ``pending`` is the set of
 litellm call ids started but not yet logged (litellm logs a call's success from a task
 or thread of its own, after the call has returned), or ``None``; ``agent`` is the
 agent's ``unique_id`` and the last three are what the request seam
 (`trio_mesa._seam`) counts in this step: HTTP requests it saw, requests it retried, and
 litellm calls started (a call litellm made without passing the seam shows as more calls
-than requests). The recorder freezes a ledger into a `Usage` when the agent's outcome is
+than requests); ``deadline`` is when the agent's time runs out, on the run's clock (its
+start plus ``timeout``, capped by the step's deadline: the seam's rate-limit gate does not
+wait past it). The recorder freezes a ledger into a `Usage` when the agent's outcome is
 built, and again at the step's end for agents whose calls were still pending.
 """
 
 from __future__ import annotations
 
 import contextvars
+import math
 import threading
 from dataclasses import dataclass
 from typing import Any
@@ -31,7 +34,7 @@ current_ledger: contextvars.ContextVar[list[Any] | None] = contextvars.ContextVa
 ledger_lock = threading.Lock()
 
 CALLS, PROMPT, COMPLETION, KNOWN_COST, UNPRICED, PENDING = range(6)
-AGENT, REQUESTS, REQUEST_RETRIES, LITELLM_CALLS = range(6, 10)
+AGENT, REQUESTS, REQUEST_RETRIES, LITELLM_CALLS, DEADLINE = range(6, 11)
 
 
 class _Switch:
@@ -154,17 +157,20 @@ class Usage:
 NO_USAGE = Usage()
 
 
-def new_ledger(agent: Any = None) -> list[Any]:
-    return [0, 0, 0, 0.0, 0, None, agent, 0, 0, 0]
+def new_ledger(agent: Any = None, deadline: float = math.inf) -> list[Any]:
+    return [0, 0, 0, 0.0, 0, None, agent, 0, 0, 0, deadline]
 
 
-def open_ledger(ledgers: list[Any], i: int, agent: Any) -> contextvars.Token[list[Any] | None]:
+def open_ledger(
+    ledgers: list[Any], i: int, agent: Any, deadline: float = math.inf
+) -> contextvars.Token[list[Any] | None]:
     """Give agent ``i`` (``agent``) a fresh ledger in ``ledgers`` and make it this
     context's current one (set it in the agent's own task: worker threads copy the
     context); the token resets it where the context is shared (inline agents run in
-    the spawner's). The ledger names the agent (its ``unique_id``), so the request seam
-    knows whose request it sees. The one place every launcher opens an agent's context."""
-    ledgers[i] = ledger = new_ledger(getattr(agent, "unique_id", None))
+    the spawner's). The ledger names the agent (its ``unique_id``) and its
+    ``deadline``, so the request seam knows whose request it sees and how long it may
+    wait at a rate limit. The one place every launcher opens an agent's context."""
+    ledgers[i] = ledger = new_ledger(getattr(agent, "unique_id", None), deadline)
     return current_ledger.set(ledger)
 
 

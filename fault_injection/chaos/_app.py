@@ -30,7 +30,9 @@ an OpenAI-shaped ``rate_limit_exceeded`` error, and the exact wait until the nex
 in ``retry-after-ms`` (milliseconds, rounded up) and ``Retry-After`` (whole seconds,
 rounded up: litellm reads only integers there). It uses up no plan call: admitted
 requests then meet the scenario's plan as usual. The quota runs in real seconds;
-``time_scale`` does not stretch it.
+``time_scale`` does not stretch it. A quota with ``tokens`` also needs room for the
+request's prompt tokens (refused: 429 ``tokens`` with the wait until there is room) and
+takes each answered request's completion tokens from that bucket as it answers.
 
 With ``upstream=URL`` the app is a proxy: every call the plan lets succeed is forwarded
 to that real endpoint and answered with its reply (and, with ``record=FILE``, recorded
@@ -86,6 +88,7 @@ from ._proxy import (
 )
 from ._replies import (
     chat_reply,
+    count_prompt_tokens,
     error_body,
     find_agent,
     validate_chat_request,
@@ -464,9 +467,10 @@ class ChaosApp:
             return
         agent = find_agent(body, request.headers.get("x-agent-id"))
         key = 0 if agent is None else agent
-        wait = 0.0 if self.bucket is None else self.bucket.take()
+        prompt = count_prompt_tokens(body)
+        wait = 0.0 if self.bucket is None else self.bucket.take(prompt)
         if wait > 0:
-            await self._refuse(agent, wait, body["model"], scope, receive, send)
+            await self._refuse(agent, wait, body["model"], scope, receive, send, prompt)
             return
         # No await between numbering the call and recording it: requests are numbered
         # in the order they reach this point, one agent's calls in its own order.
@@ -484,18 +488,32 @@ class ChaosApp:
             raise
 
     async def _refuse(
-        self, agent: int | None, wait: float, model: str, scope: Any, receive: Any, send: Any
+        self,
+        agent: int | None,
+        wait: float,
+        model: str,
+        scope: Any,
+        receive: Any,
+        send: Any,
+        prompt: int = 0,
     ) -> None:
         """Answer 429: the quota is empty for ``wait`` more seconds."""
         assert self.quota is not None
         record = self.log.start(agent, QUOTA_EXCEEDED, QUOTA_EXCEEDED, model, numbered=False)
         headers = retry_after_headers(wait)
-        # The wording of OpenAI's own 429 for a requests-per-minute limit, per second here.
-        message = (
-            f"Rate limit reached for {model} on requests per second (RPS): "
-            f"Limit {self.quota.rate:g}, burst {self.quota.capacity}, Requested 1. "
-            f"Please try again in {headers['retry-after-ms']}ms."
-        )
+        # The wording of OpenAI's own 429s for its per-minute limits, per second here.
+        if self.bucket is not None and self.bucket.tokens >= 1.0 - 1e-9:  # tokens ran out
+            message = (
+                f"Rate limit reached for {model} on tokens per second (TPS): "
+                f"Limit {self.quota.tokens:g}, burst {self.quota.token_capacity}, "
+                f"Requested {prompt}. Please try again in {headers['retry-after-ms']}ms."
+            )
+        else:
+            message = (
+                f"Rate limit reached for {model} on requests per second (RPS): "
+                f"Limit {self.quota.rate:g}, burst {self.quota.capacity}, Requested 1. "
+                f"Please try again in {headers['retry-after-ms']}ms."
+            )
         if agent is not None:
             message += f" (chaos: agent {agent})"
         payload = error_body(message, "requests", "rate_limit_exceeded")
@@ -601,6 +619,8 @@ class ChaosApp:
         await send(_start(status, len(data), served.headers))
         await send({"type": "http.response.body", "body": data})
         billed = {} if kind is K.MALFORMED_JSON else served.usage
+        if self.bucket is not None:
+            self.bucket.charge(billed.get("completion_tokens", 0))
         log.finish(
             record,
             status=status,

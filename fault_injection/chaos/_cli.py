@@ -59,6 +59,14 @@ def add_serve_parser(sub: Any) -> None:
         help="the quota's burst: requests an idle client may send at once (default: RPS)",
     )
     serve.add_argument(
+        "--quota-tpm",
+        type=float,
+        metavar="TPM",
+        help="also limit LLM tokens (prompt + completion, as the replies' usage counts "
+        "them) to TPM per minute, enforced per second (TPM/60 a second, burst one "
+        "second's worth); needs a request quota (--quota, or the 'quota' scenario)",
+    )
+    serve.add_argument(
         "--upstream",
         metavar="URL",
         help="forward every call the scenario lets succeed to this OpenAI-compatible "
@@ -90,15 +98,19 @@ def _quota(args: argparse.Namespace) -> Any:
     from .._quota import Quota
     from ._scenarios import SERVER_QUOTAS
 
-    if args.quota is None and args.quota_burst is None:
+    tpm = getattr(args, "quota_tpm", None)
+    if args.quota is None and args.quota_burst is None and tpm is None:
         return None
     rate = args.quota
     if rate is None:
         named = SERVER_QUOTAS.get(args.scenario)
         if named is None:
-            raise ValueError(f"--quota-burst needs --quota (scenario {args.scenario!r} has none)")
+            flag = "--quota-burst" if args.quota_burst is not None else "--quota-tpm"
+            raise ValueError(f"{flag} needs --quota (scenario {args.scenario!r} has none)")
         rate = named.rate
-    return Quota(rate, args.quota_burst)
+    if tpm is not None and not (isinstance(tpm, float) and tpm > 0 and tpm < float("inf")):
+        raise ValueError(f"--quota-tpm must be a positive number of tokens, not {tpm!r}")
+    return Quota(rate, args.quota_burst, tokens=None if tpm is None else tpm / 60.0)
 
 
 def _source_problem(args: argparse.Namespace) -> str | None:

@@ -523,6 +523,12 @@ def _plan_text(body: dict[str, Any], agent: int | None, rng: CallRandom) -> str:
     )
 
 
+def count_prompt_tokens(body: dict[str, Any]) -> int:
+    """The prompt tokens the server bills a request (and a token quota counts): the
+    words of its messages' text."""
+    return sum(len(t.split()) for t in _texts(body["messages"]))
+
+
 def chat_reply(
     body: dict[str, Any],
     agent: int | None,
@@ -562,7 +568,7 @@ def chat_reply(
         message["content"] = json.dumps({"reasoning": _plan_text(body, agent, rng), "action": ""})
     else:
         message["content"] = _plan_text(body, agent, rng)
-    prompt_tokens = sum(len(t.split()) for t in _texts(body["messages"]))
+    prompt_tokens = count_prompt_tokens(body)
     completion_tokens = len(json.dumps(message).split())
     return (
         {
