@@ -84,6 +84,21 @@ async def test_memory_gives_ratelimit_slots_for_unit_weights(store, clock) -> No
     assert micros(grant.offsets) == expected == [0, 0, 100_000, 200_000, 300_000, 400_000]
 
 
+async def test_requests_and_tokens_buckets_give_request_mode_ratelimit_slots(store, clock) -> None:
+    # RateLimit(requests=5, tokens=1000): two buckets, reserved together.
+    limit = RateLimit(requests=5, tokens=1000, per=1.0)
+    tokens = [300, 900, 1, 2500, 10, 10, 10, 10]
+    expected = []
+    for t in tokens:
+        reservation = limit.reserve(clock.now, tokens=t)
+        assert reservation is not None
+        expected.append(round((reservation.start - clock.now) * 1e6))
+    quotas = [Quota(5, burst=5), Quota(1000, burst=1000)]
+    grant = await store.rate_reserve("q", quotas, [(1, t) for t in tokens])
+    assert micros(grant.offsets) == expected
+    assert expected == [0, 200_000, 201_000, 1_201_000, 2_711_000, 2_721_000, 2_731_000, 2_741_000]
+
+
 async def test_an_idle_limit_is_a_full_bucket_and_refills_with_time(store, clock) -> None:
     quota = Quota(10, burst=3)
     assert micros((await store.rate_reserve("q", quota, [3])).offsets) == [0]

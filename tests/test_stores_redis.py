@@ -131,11 +131,15 @@ async def test_settle_takes_more_weight_or_gives_it_back(server) -> None:
     per=st.sampled_from([0.5, 1.0, 7.0, 60.0]),
     burst=st.integers(1, 50),
     weights=st.lists(st.integers(1, 80), min_size=1, max_size=40),
+    tokens=st.none() | st.tuples(st.integers(1, 10**6), st.integers(1, 10**6)),
 )
 def test_redis_and_memory_agree_on_the_gcra_for_any_batch(
-    server, rate, per, burst, weights
+    server, rate, per, burst, weights, tokens
 ) -> None:
-    quota = Quota(rate, per, burst)
+    quota: Quota | list[Quota] = Quota(rate, per, burst)
+    if tokens is not None:  # a second bucket: tokens per period, each weight (1, w * k)
+        quota = [Quota(rate, per, burst), Quota(tokens[0], per, tokens[0])]
+        weights = [(1, w * tokens[1] // 80) for w in weights]
 
     async def both() -> tuple[list[int], list[int]]:
         async with RedisStore(server.url, workers=1) as store:

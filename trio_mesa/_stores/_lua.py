@@ -29,16 +29,15 @@ local now = tonumber(t[1]) * 1000000 + tonumber(t[2])
 local function s(x) return string.format('%d', x) end
 """
 
-# KEYS: rate hash (tat, epoch), hold-off key (its TTL is the hold-off).
-# ARGV: interval, burst, confirm epoch (-1: a plain reservation), weights...
+# KEYS: rate hash (tat1..tatK: one per bucket, epoch), hold-off key (its TTL is the
+# hold-off). ARGV: confirm epoch (-1: a plain reservation), K, (interval, burst) per
+# bucket, then K weights per reservation.
 # Returns {reserved (0: a confirmation that goes ahead), epoch, hold-off ms left, offsets...}
 RATE_RESERVE = (
     _PRELUDE
     + """
-local interval = tonumber(ARGV[1])
-local burst = tonumber(ARGV[2])
-local confirm = tonumber(ARGV[3])
-local tat = tonumber(redis.call('HGET', KEYS[1], 'tat'))
+local confirm = tonumber(ARGV[1])
+local k = tonumber(ARGV[2])
 local epoch = tonumber(redis.call('HGET', KEYS[1], 'epoch')) or 0
 local left = redis.call('PTTL', KEYS[2])
 if left < 0 then left = 0 end
@@ -46,22 +45,39 @@ if confirm >= 0 and (confirm == epoch or left == 0) then
   return {0, epoch, left}
 end
 local gate = now + left * 1000
-local level = now
-if tat then level = math.max(tat, now) end
-local out = {1, epoch, left}
-for i = 4, #ARGV do
-  local w = tonumber(ARGV[i])
-  local start = math.max(now, level - (burst - math.min(w, burst)) * interval, gate)
-  level = math.max(level, start) + w * interval
-  out[#out + 1] = start - now
+local intervals, bursts, levels = {}, {}, {}
+for d = 1, k do
+  intervals[d] = tonumber(ARGV[1 + 2 * d])
+  bursts[d] = tonumber(ARGV[2 + 2 * d])
+  local tat = tonumber(redis.call('HGET', KEYS[1], 'tat' .. d))
+  levels[d] = now
+  if tat then levels[d] = math.max(tat, now) end
 end
-redis.call('HSET', KEYS[1], 'tat', s(level))
-redis.call('PEXPIRE', KEYS[1], math.ceil((level - now) / 1000) + 60000)
+local out = {1, epoch, left}
+local i = 3 + 2 * k
+while i <= #ARGV do
+  local start = math.max(now, gate)
+  for d = 1, k do
+    local w = tonumber(ARGV[i + d - 1])
+    local own = math.max(now, levels[d] - (bursts[d] - math.min(w, bursts[d])) * intervals[d])
+    if d == 1 then own = math.max(own, gate) end
+    levels[d] = math.max(levels[d], own) + w * intervals[d]
+    start = math.max(start, own)
+  end
+  out[#out + 1] = start - now
+  i = i + k
+end
+local debt = 0
+for d = 1, k do
+  redis.call('HSET', KEYS[1], 'tat' .. d, s(levels[d]))
+  debt = math.max(debt, levels[d] - now)
+end
+redis.call('PEXPIRE', KEYS[1], math.ceil(debt / 1000) + 60000)
 return out
 """
 )
 
-# KEYS: rate hash, hold-off key. ARGV: interval, burst, hold-off ms.
+# KEYS: rate hash, hold-off key. ARGV: the first bucket's interval and burst, hold-off ms.
 # Returns {moved (0/1), ms left, epoch}.
 RATE_HOLD_OFF = (
     _PRELUDE
@@ -77,29 +93,35 @@ if ms <= left then
 end
 redis.call('SET', KEYS[2], '1', 'PX', ms)
 epoch = epoch + 1
-local tat = tonumber(redis.call('HGET', KEYS[1], 'tat'))
+local tat = tonumber(redis.call('HGET', KEYS[1], 'tat1'))
 local level = now
 if tat then level = math.max(tat, now) end
 level = math.max(level, now + ms * 1000 + (burst - 1) * interval)
-redis.call('HSET', KEYS[1], 'tat', s(level), 'epoch', s(epoch))
-redis.call('PEXPIRE', KEYS[1], math.ceil((level - now) / 1000) + 60000)
+redis.call('HSET', KEYS[1], 'tat1', s(level), 'epoch', s(epoch))
+redis.call('PEXPIRE', KEYS[1], math.max(redis.call('PTTL', KEYS[1]),
+  math.ceil((level - now) / 1000) + 60000))
 return {1, ms, epoch}
 """
 )
 
-# KEYS: rate hash. ARGV: interval, delta. Returns the debt left, in microseconds.
+# KEYS: rate hash. ARGV: K, then (interval, delta) per bucket.
 RATE_SETTLE = (
     _PRELUDE
     + """
-local interval = tonumber(ARGV[1])
-local delta = tonumber(ARGV[2])
-local tat = tonumber(redis.call('HGET', KEYS[1], 'tat'))
-local level = now
-if tat then level = math.max(tat, now) end
-level = level + delta * interval
-redis.call('HSET', KEYS[1], 'tat', s(level))
-redis.call('PEXPIRE', KEYS[1], math.max(0, math.ceil((level - now) / 1000)) + 60000)
-return level - now
+local k = tonumber(ARGV[1])
+local debt = 0
+for d = 1, k do
+  local interval, delta = tonumber(ARGV[2 * d]), tonumber(ARGV[2 * d + 1])
+  local tat = tonumber(redis.call('HGET', KEYS[1], 'tat' .. d))
+  local level = now
+  if tat then level = math.max(tat, now) end
+  level = level + delta * interval
+  redis.call('HSET', KEYS[1], 'tat' .. d, s(level))
+  debt = math.max(debt, level - now)
+end
+redis.call('PEXPIRE', KEYS[1], math.max(redis.call('PTTL', KEYS[1]),
+  math.ceil(debt / 1000) + 60000))
+return debt
 """
 )
 

@@ -16,43 +16,52 @@ __all__ = ["budget_fits", "gcra_hold_off", "gcra_reserve", "gcra_settle", "probe
 
 
 def gcra_reserve(
-    tat: int | None,
+    tats: Sequence[int | None],
     gate: int,
     now: int,
-    interval: int,
-    burst: int,
-    weights: Sequence[int],
-) -> tuple[list[int], int]:
+    intervals: Sequence[int],
+    bursts: Sequence[int],
+    weights: Sequence[Sequence[int]],
+) -> tuple[list[int], list[int]]:
     """Start offsets (microseconds from ``now``) for ``weights``, in order, and the new
-    theoretical arrival time.
+    theoretical arrival time of each bucket.
 
-    ``tat`` is the limit's theoretical arrival time (``None``: never used), ``gate``
-    the end of its hold-off (``<= now``: none). An idle limit (``tat <= now``) is a
-    full bucket of ``burst`` units. A weight ``w`` starts once ``min(w, burst)`` units
-    are in the bucket: ``start = max(now, max(tat, now) - (burst - min(w, burst)) *
-    interval, gate)``, and then owes ``w * interval``: a weight larger than the bucket
-    waits for a full one and leaves it in debt. For ``w = 1`` this is
-    `RateLimit._reserve`.
+    A limit has one bucket or more (requests, tokens: `RateLimit`'s request mode); a
+    weight has one component per bucket. ``tats[d]`` is bucket ``d``'s theoretical
+    arrival time (``None``: never used), ``gate`` the end of the hold-off (``<= now``:
+    none). An idle bucket (``tat <= now``) is full: ``burst`` units. In bucket ``d`` a
+    weight ``w`` may start once ``min(w, burst)`` units are in it: ``start_d = max(now,
+    max(tat, now) - (burst - min(w, burst)) * interval)`` (the first bucket also waits
+    for the gate), and then owes ``w * interval`` from ``start_d``: a weight larger than
+    the bucket waits for a full one and leaves it in debt. The reservation starts at the
+    latest ``start_d``; each bucket keeps its own schedule (as `RateLimit` does). With
+    one bucket and weight 1 this is `RateLimit._reserve`.
     """
-    level = now if tat is None else max(tat, now)
+    levels = [now if tat is None else max(tat, now) for tat in tats]
     offsets = []
-    for w in weights:
-        start = max(now, level - (burst - min(w, burst)) * interval, gate)
-        level = max(level, start) + w * interval
+    for weight in weights:
+        start = max(now, gate)
+        for d, w in enumerate(weight):
+            own = max(now, levels[d] - (bursts[d] - min(w, bursts[d])) * intervals[d])
+            if d == 0:
+                own = max(own, gate)
+            levels[d] = max(levels[d], own) + w * intervals[d]
+            start = max(start, own)
         offsets.append(start - now)
-    return offsets, level
+    return offsets, levels
 
 
 def gcra_hold_off(tat: int | None, now: int, until: int, interval: int, burst: int) -> int:
-    """The ``tat`` after a hold-off until ``until``: starts resume one at a time from
-    there (``RateLimit.hold_off``), even with a burst."""
+    """The first bucket's ``tat`` after a hold-off until ``until``: starts resume one at
+    a time from there (``RateLimit.hold_off``), even with a burst. Other buckets (tokens)
+    keep what they hold."""
     level = now if tat is None else max(tat, now)
     return max(level, until + (burst - 1) * interval)
 
 
 def gcra_settle(tat: int | None, now: int, interval: int, delta: int) -> int:
-    """The ``tat`` after ``delta`` more units were used (``< 0``: given back), counted
-    from ``now`` when the limit is idle (an idle limit's debt is zero, never negative)."""
+    """A bucket's ``tat`` after ``delta`` more units were used (``< 0``: given back),
+    counted from ``now`` when it is idle (an idle bucket's debt is zero, never negative)."""
     level = now if tat is None else max(tat, now)
     return level + delta * interval
 

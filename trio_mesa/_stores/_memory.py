@@ -36,7 +36,7 @@ __all__ = ["MemoryStore"]
 
 @dataclass
 class _Rate:
-    tat: int | None = None
+    tats: dict[int, int] = field(default_factory=dict)  # per bucket
     gate: int = 0  # end of the hold-off (<= now: none)
     epoch: int = 0
 
@@ -97,23 +97,42 @@ class MemoryStore:
 
     # Rate limits -------------------------------------------------------------------
 
-    async def rate_reserve(self, name: str, quota: Quota, weights: Sequence[int]) -> Grant:
+    async def rate_reserve(
+        self,
+        name: str,
+        quota: Quota | Sequence[Quota],
+        weights: Sequence[int] | Sequence[Sequence[int]],
+    ) -> Grant:
         """See `StateStore.rate_reserve`."""
         return self.rate_reserve_now(name, quota, weights)
 
-    def rate_reserve_now(self, name: str, quota: Quota, weights: Sequence[int]) -> Grant:
+    def rate_reserve_now(
+        self,
+        name: str,
+        quota: Quota | Sequence[Quota],
+        weights: Sequence[int] | Sequence[Sequence[int]],
+    ) -> Grant:
         """`rate_reserve` without awaiting (memory needs no round trip)."""
         check_name(name)
-        weights = _args.weights(weights)
+        quotas = _args.quotas(quota)
+        parts = _args.weights(weights, len(quotas))
         with self._lock:
             now = self._now()
             rate = self._rates.setdefault(name, _Rate())
-            return self._reserve(rate, now, quota, weights)
+            return self._reserve(rate, now, quotas, parts)
 
-    def _reserve(self, rate: _Rate, now: int, quota: Quota, weights: Sequence[int]) -> Grant:
-        offsets, rate.tat = gcra_reserve(
-            rate.tat, rate.gate, now, quota.interval_us, quota.burst, weights
+    def _reserve(
+        self, rate: _Rate, now: int, quotas: tuple[Quota, ...], weights: Sequence[Sequence[int]]
+    ) -> Grant:
+        offsets, levels = gcra_reserve(
+            [rate.tats.get(d) for d in range(len(quotas))],
+            rate.gate,
+            now,
+            [q.interval_us for q in quotas],
+            [q.burst for q in quotas],
+            weights,
         )
+        rate.tats.update(enumerate(levels))
         return Grant(
             tuple(o / 1_000_000 for o in offsets),
             rate.epoch,
@@ -121,21 +140,29 @@ class MemoryStore:
         )
 
     async def rate_confirm(
-        self, name: str, quota: Quota, epoch: int, weights: Sequence[int]
+        self,
+        name: str,
+        quota: Quota | Sequence[Quota],
+        epoch: int,
+        weights: Sequence[int] | Sequence[Sequence[int]],
     ) -> Grant | None:
         """See `StateStore.rate_confirm`."""
         check_name(name)
-        weights = _args.weights(weights)
+        quotas = _args.quotas(quota)
+        parts = _args.weights(weights, len(quotas))
         with self._lock:
             now = self._now()
             rate = self._rates.setdefault(name, _Rate())
             if epoch != rate.epoch and rate.gate > now:
-                return self._reserve(rate, now, quota, weights)
+                return self._reserve(rate, now, quotas, parts)
             return None
 
-    async def rate_hold_off(self, name: str, quota: Quota, seconds: float) -> HoldOffResult:
+    async def rate_hold_off(
+        self, name: str, quota: Quota | Sequence[Quota], seconds: float
+    ) -> HoldOffResult:
         """See `StateStore.rate_hold_off`."""
         check_name(name)
+        first = _args.quotas(quota)[0]
         ms = _args.hold_off_ms(seconds)
         with self._lock:
             now = self._now()
@@ -145,17 +172,23 @@ class MemoryStore:
                 return HoldOffResult(False, max(0, rate.gate - now) / 1_000_000, rate.epoch)
             rate.gate = until
             rate.epoch += 1
-            rate.tat = gcra_hold_off(rate.tat, now, until, quota.interval_us, quota.burst)
+            rate.tats[0] = gcra_hold_off(
+                rate.tats.get(0), now, until, first.interval_us, first.burst
+            )
             return HoldOffResult(True, ms / 1000, rate.epoch)
 
-    async def rate_settle(self, name: str, quota: Quota, delta: int) -> None:
+    async def rate_settle(
+        self, name: str, quota: Quota | Sequence[Quota], delta: int | Sequence[int]
+    ) -> None:
         """See `StateStore.rate_settle`."""
         check_name(name)
-        delta = _args.delta(delta)
+        quotas = _args.quotas(quota)
+        deltas = _args.deltas(delta, len(quotas))
         with self._lock:
             now = self._now()
             rate = self._rates.setdefault(name, _Rate())
-            rate.tat = gcra_settle(rate.tat, now, quota.interval_us, delta)
+            for d, (q, moved) in enumerate(zip(quotas, deltas, strict=True)):
+                rate.tats[d] = gcra_settle(rate.tats.get(d), now, q.interval_us, moved)
 
     # Breakers ----------------------------------------------------------------------
 

@@ -340,56 +340,84 @@ class RedisStore:
     def _rate_keys(self, name: str) -> list[str]:
         return [self.key(name, "rate"), self.key(name, "hold")]
 
-    async def rate_reserve(self, name: str, quota: Quota, weights: Sequence[int]) -> Grant:
+    async def rate_reserve(
+        self,
+        name: str,
+        quota: Quota | Sequence[Quota],
+        weights: Sequence[int] | Sequence[Sequence[int]],
+    ) -> Grant:
         """See `StateStore.rate_reserve`."""
-        weights = _args.weights(weights)
-        keys = self._rate_keys(name)
-        try:
-            r = await self._eval(
-                _RATE_RESERVE, keys, [quota.interval_us, quota.burst, -1, *weights]
-            )
-        except _Down as down:
-            self._fall_back("rate_limit", name, down.reason)
-            return await self._local.rate_reserve(name, quota.share(self._workers), weights)
-        return _grant(r)
+        return await self._rate_reserve(name, quota, -1, weights)  # type: ignore[return-value]
 
     async def rate_confirm(
-        self, name: str, quota: Quota, epoch: int, weights: Sequence[int]
+        self,
+        name: str,
+        quota: Quota | Sequence[Quota],
+        epoch: int,
+        weights: Sequence[int] | Sequence[Sequence[int]],
     ) -> Grant | None:
         """See `StateStore.rate_confirm`."""
-        weights = _args.weights(weights)
-        epoch = check_count("epoch", epoch, minimum=0)
-        keys = self._rate_keys(name)
-        try:
-            r = await self._eval(
-                _RATE_RESERVE, keys, [quota.interval_us, quota.burst, epoch, *weights]
-            )
-        except _Down as down:
-            self._fall_back("rate_limit", name, down.reason)
-            local = quota.share(self._workers)
-            return await self._local.rate_confirm(name, local, epoch, weights)
-        return _grant(r) if r[0] else None
+        return await self._rate_reserve(
+            name, quota, check_count("epoch", epoch, minimum=0), weights
+        )
 
-    async def rate_hold_off(self, name: str, quota: Quota, seconds: float) -> HoldOffResult:
-        """See `StateStore.rate_hold_off`."""
-        ms = _args.hold_off_ms(seconds)
-        keys = self._rate_keys(name)
+    async def _rate_reserve(
+        self,
+        name: str,
+        quota: Quota | Sequence[Quota],
+        epoch: int,
+        weights: Sequence[int] | Sequence[Sequence[int]],
+    ) -> Grant | None:
+        quotas = _args.quotas(quota)
+        parts = _args.weights(weights, len(quotas))
+        args: list[object] = [epoch, len(quotas)]
+        for q in quotas:
+            args += [q.interval_us, q.burst]
+        for weight in parts:
+            args += weight
         try:
-            r = await self._eval(_RATE_HOLD_OFF, keys, [quota.interval_us, quota.burst, ms])
+            r = await self._eval(_RATE_RESERVE, self._rate_keys(name), args)
         except _Down as down:
             self._fall_back("rate_limit", name, down.reason)
-            return await self._local.rate_hold_off(name, quota.share(self._workers), seconds)
+            local = [q.share(self._workers) for q in quotas]
+            if epoch < 0:
+                return await self._local.rate_reserve(name, local, parts)
+            return await self._local.rate_confirm(name, local, epoch, parts)
+        if not r[0]:
+            return None
+        return Grant(tuple(int(o) / 1_000_000 for o in r[3:]), int(r[1]), int(r[2]) / 1000)
+
+    async def rate_hold_off(
+        self, name: str, quota: Quota | Sequence[Quota], seconds: float
+    ) -> HoldOffResult:
+        """See `StateStore.rate_hold_off`."""
+        quotas = _args.quotas(quota)
+        ms = _args.hold_off_ms(seconds)
+        first = quotas[0]
+        keys = self._rate_keys(name)
+        try:
+            r = await self._eval(_RATE_HOLD_OFF, keys, [first.interval_us, first.burst, ms])
+        except _Down as down:
+            self._fall_back("rate_limit", name, down.reason)
+            local = [q.share(self._workers) for q in quotas]
+            return await self._local.rate_hold_off(name, local, seconds)
         return HoldOffResult(bool(r[0]), int(r[1]) / 1000, int(r[2]))
 
-    async def rate_settle(self, name: str, quota: Quota, delta: int) -> None:
+    async def rate_settle(
+        self, name: str, quota: Quota | Sequence[Quota], delta: int | Sequence[int]
+    ) -> None:
         """See `StateStore.rate_settle`."""
-        delta = _args.delta(delta)
-        keys = self._rate_keys(name)[:1]
+        quotas = _args.quotas(quota)
+        deltas = _args.deltas(delta, len(quotas))
+        args: list[object] = [len(quotas)]
+        for q, moved in zip(quotas, deltas, strict=True):
+            args += [q.interval_us, moved]
         try:
-            await self._eval(_RATE_SETTLE, keys, [quota.interval_us, delta])
+            await self._eval(_RATE_SETTLE, self._rate_keys(name)[:1], args)
         except _Down as down:
             self._fall_back("rate_limit", name, down.reason)
-            await self._local.rate_settle(name, quota.share(self._workers), delta)
+            local = [q.share(self._workers) for q in quotas]
+            await self._local.rate_settle(name, local, deltas)
 
     # Breakers ----------------------------------------------------------------------
 
@@ -503,10 +531,6 @@ class RedisStore:
     def pending_settlements(self) -> int:
         """Budget settlements kept while the server was unreachable, not yet sent."""
         return sum(len(s) for _, s in self._pending)
-
-
-def _grant(r: list[Any]) -> Grant:
-    return Grant(tuple(int(o) / 1_000_000 for o in r[3:]), int(r[1]), int(r[2]) / 1000)
 
 
 def _status(r: list[Any]) -> BreakerStatus:

@@ -382,33 +382,54 @@ class StateStore(Protocol):
         """Raise `StoreUnreachable` unless the store answers now."""
         ...
 
-    async def rate_reserve(self, name: str, quota: Quota, weights: Sequence[int]) -> Grant:
+    async def rate_reserve(
+        self,
+        name: str,
+        quota: Quota | Sequence[Quota],
+        weights: Sequence[int] | Sequence[Sequence[int]],
+    ) -> Grant:
         """Reserve one start per weight, in order, first come first served.
 
-        GCRA in integer microseconds with ``T = quota.interval_us`` and ``C =
-        quota.burst``: a weight ``w`` starts at ``max(now, max(tat, now) - (C - min(w,
-        C)) * T, hold-off end)`` and moves the limit's ``tat`` to ``max(tat, start) + w
-        * T``. With weight 1 this is `RateLimit`'s slot; a weight above ``C`` waits for
-        a full bucket and leaves it in debt. Weights are ints in ``[1, MAX_AMOUNT]``.
+        GCRA in integer microseconds (`_maths.gcra_reserve`), with ``T =
+        quota.interval_us`` and ``C = quota.burst``: a weight ``w`` starts at ``max(now,
+        max(tat, now) - (C - min(w, C)) * T, hold-off end)`` and moves the limit's
+        ``tat`` to ``max(tat, start) + w * T``. With weight 1 this is `RateLimit`'s
+        slot; a weight above ``C`` waits for a full bucket and leaves it in debt.
+        Weights are ints in ``[1, MAX_AMOUNT]``.
+
+        Several quotas (``[Quota(50), Quota(30_000, per=60, burst=30_000)]``: requests
+        and tokens, `RateLimit`'s request mode) are buckets of one limit, reserved
+        together atomically: each weight is then one int ``>= 0`` per bucket, and a
+        reservation starts when every bucket allows it (only the first waits for the
+        hold-off; each bucket keeps its own schedule).
         """
         ...
 
     async def rate_confirm(
-        self, name: str, quota: Quota, epoch: int, weights: Sequence[int]
+        self,
+        name: str,
+        quota: Quota | Sequence[Quota],
+        epoch: int,
+        weights: Sequence[int] | Sequence[Sequence[int]],
     ) -> Grant | None:
         """After sleeping until a grant's start: ``None`` if those callers may start,
         or a new grant for them when a hold-off came after ``epoch`` and still runs
         (their slots are void: `RateLimit.confirm`)."""
         ...
 
-    async def rate_hold_off(self, name: str, quota: Quota, seconds: float) -> HoldOffResult:
+    async def rate_hold_off(
+        self, name: str, quota: Quota | Sequence[Quota], seconds: float
+    ) -> HoldOffResult:
         """Pause everyone for ``seconds`` (rounded up to a millisecond): a TTL'd key
-        extended with max(), never shortened. Starts then resume one at a time."""
+        extended with max(), never shortened. Starts then resume one at a time (the
+        first bucket's; a token bucket keeps what it holds)."""
         ...
 
-    async def rate_settle(self, name: str, quota: Quota, delta: int) -> None:
-        """Take ``delta`` more units (``< 0``: give them back), e.g. once a response's
-        real token count is known: ``tat = max(tat, now) + delta * T``."""
+    async def rate_settle(
+        self, name: str, quota: Quota | Sequence[Quota], delta: int | Sequence[int]
+    ) -> None:
+        """Take ``delta`` more units (``< 0``: give them back) per bucket, e.g. once a
+        response's real token count is known: ``tat = max(tat, now) + delta * T``."""
         ...
 
     async def breaker_claim(self, name: str, rule: BreakerRule, n: int = 1) -> BreakerClaim:
