@@ -160,3 +160,21 @@ def budget_worker(url: str, name: str, limit: int, amounts: Sequence[int], batch
         return granted_total
 
     return trio.run(main)
+
+
+def rate_worker(url: str, name: str, batches: int, batch: int) -> list[float]:
+    """Run in a spawned process: ``batches`` reservations of ``batch`` slots each from
+    one slow quota (1000 s a slot); return every offset this process was given."""
+    import trio
+
+    from trio_mesa._stores import Quota, RedisStore
+
+    async def main() -> list[float]:
+        offsets: list[float] = []
+        async with RedisStore(url, workers=4) as store:
+            for _ in range(batches):
+                grant = await store.rate_reserve(name, Quota(1, per=1000), [1] * batch)
+                offsets += grant.offsets
+        return offsets
+
+    return trio.run(main)

@@ -11,6 +11,7 @@ from __future__ import annotations
 import itertools
 import logging
 import multiprocessing
+import multiprocessing.pool
 import random
 import traceback
 import uuid
@@ -20,7 +21,7 @@ import pytest
 import trio
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
-from redis_server import RedisServer, budget_worker, free_port, self_signed_cert
+from redis_server import RedisServer, budget_worker, free_port, rate_worker, self_signed_cert
 
 from trio_mesa._stores import (
     BreakerRule,
@@ -44,6 +45,13 @@ def server() -> Iterator[RedisServer]:
     s = RedisServer()
     yield s
     s.kill()
+
+
+@pytest.fixture(scope="module")
+def processes() -> Iterator[multiprocessing.pool.Pool]:
+    """4 spawned processes (as a sweep's), started once for the module."""
+    with multiprocessing.get_context("spawn").Pool(4) as pool:
+        yield pool
 
 
 def fresh() -> str:
@@ -151,6 +159,15 @@ def test_redis_and_memory_agree_on_the_gcra_for_any_batch(
     assert shared == local
 
 
+def test_four_processes_never_share_a_slot_of_one_quota(server, processes) -> None:
+    # 1000 s a slot: an offset is its slot's index times 1000 s, less the few seconds
+    # since the first reservation, so rounding tells exactly which slot each process got.
+    name = fresh()
+    given = processes.starmap(rate_worker, [(server.url, name, 25, 4)] * 4)
+    slots = sorted(round(o / 1000) for offsets in given for o in offsets)
+    assert slots == list(range(400))
+
+
 # Breaker ----------------------------------------------------------------------------
 
 
@@ -217,13 +234,11 @@ async def test_budget_reserves_within_the_limit_and_settles(server) -> None:
         assert await store.budget_totals(name) == tokens.totals
 
 
-def test_four_processes_never_overspend_one_budget(server) -> None:
+def test_four_processes_never_overspend_one_budget(server, processes) -> None:
     name, limit = fresh(), 1_000
     rng = random.Random(7)
     work = [[rng.randint(1, 9) for _ in range(150)] for _ in range(4)]  # 4 x ~750 asked
-    context = multiprocessing.get_context("spawn")
-    with context.Pool(4) as pool:
-        granted = pool.starmap(budget_worker, [(server.url, name, limit, w, 5) for w in work])
+    granted = processes.starmap(budget_worker, [(server.url, name, limit, w, 5) for w in work])
 
     async def totals():
         async with RedisStore(server.url, workers=4) as store:

@@ -10,7 +10,7 @@ from __future__ import annotations
 import hashlib
 import logging
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from contextlib import AsyncExitStack
 from types import TracebackType
 from typing import TYPE_CHECKING, Any, Self
@@ -147,6 +147,9 @@ class RedisStore:
       settlements to send first when the server answers again (one that failed in
       flight may or may not have been applied: the server does not say).
 
+    A store belongs to the task tree that entered it (one event loop, as its coredis
+    client does): share it between that tree's tasks, not between threads or runs.
+
     Each kind's fallback is logged once per outage (a warning on the ``"trio_mesa"``
     logger) and recorded in `fallbacks`; the server answering again is logged too.
 
@@ -173,7 +176,7 @@ class RedisStore:
         prefix: str = "trio-mesa",
         timeout: float = 2.0,
         retry_after: float = 5.0,
-        clock: Any = time.monotonic,
+        clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self._url: RedisURL = parse_redis_url(url)
         self._workers = check_count("workers", workers)
