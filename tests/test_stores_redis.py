@@ -15,7 +15,7 @@ import multiprocessing.pool
 import random
 import traceback
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 
 import pytest
 import trio
@@ -45,6 +45,21 @@ def server() -> Iterator[RedisServer]:
     s = RedisServer()
     yield s
     s.kill()
+
+
+@pytest.fixture
+def start_server() -> Iterator[Callable[..., RedisServer]]:
+    """Start a server of the test's own (to kill, or with a password or TLS); every one
+    is killed after the test, whatever happened."""
+    started: list[RedisServer] = []
+
+    def start(**kwargs: object) -> RedisServer:
+        started.append(RedisServer(**kwargs))  # type: ignore[arg-type]
+        return started[-1]
+
+    yield start
+    for s in started:
+        s.kill()
 
 
 @pytest.fixture(scope="module")
@@ -265,10 +280,10 @@ async def test_scripts_are_loaded_again_after_script_flush(server) -> None:
 
 
 async def test_when_redis_dies_each_kind_falls_back_as_documented_and_says_so_once(
-    caplog,
+    caplog, start_server
 ) -> None:
     caplog.set_level(logging.WARNING, logger="trio_mesa")
-    killed = RedisServer(password=PASSWORD)
+    killed = start_server(password=PASSWORD)
     rule, limits = BreakerRule(min_calls=1), BudgetLimits(max_micro_usd=10**6)
     async with RedisStore(killed.url, workers=4, retry_after=3600) as store:
         assert (await store.budget_reserve("b", limits, [Spend(5)])).granted == (True,)
@@ -302,14 +317,16 @@ async def test_when_redis_dies_each_kind_falls_back_as_documented_and_says_so_on
         assert f"127.0.0.1:{killed.port}" in text or "Fallback(" in text
 
 
-async def test_settlements_kept_while_down_are_sent_when_redis_answers_again() -> None:
-    down = RedisServer()
+async def test_settlements_kept_while_down_are_sent_when_redis_answers_again(
+    start_server,
+) -> None:
+    down = start_server()
     limits = BudgetLimits(max_micro_usd=100)
     async with RedisStore(down.url, workers=1, retry_after=0) as store:
         down.kill()
         with pytest.raises(StoreUnreachable):
             await store.budget_settle("b", [Settlement(Spend(0), Spend(30))])
-        back = RedisServer(port=down.port)  # a fresh server on the same port
+        back = start_server(port=down.port)  # a fresh server on the same port
         try:
             grant = await store.budget_reserve("b", limits, [Spend(70), Spend(1)])
             assert grant.granted == (True, False)  # the 30 spent while down counted
@@ -353,8 +370,8 @@ async def test_an_unreachable_url_is_refused_at_start_naming_it() -> None:
     assert PASSWORD not in text and ENCODED not in text
 
 
-async def test_a_password_never_shows_but_works() -> None:
-    secured = RedisServer(password=PASSWORD)
+async def test_a_password_never_shows_but_works(start_server) -> None:
+    secured = start_server(password=PASSWORD)
     url = f"redis://:{ENCODED}@127.0.0.1:{secured.port}/0"
     try:
         async with RedisStore(url, workers=2) as store:
@@ -375,9 +392,9 @@ async def test_a_password_never_shows_but_works() -> None:
     assert store.url == f"redis://:***@127.0.0.1:{secured.port}/0"
 
 
-async def test_rediss_reaches_a_tls_server(tmp_path) -> None:
+async def test_rediss_reaches_a_tls_server(tmp_path, start_server) -> None:
     cert, key = self_signed_cert(tmp_path)
-    tls = RedisServer(tls=(cert, key), password=PASSWORD)
+    tls = start_server(tls=(cert, key), password=PASSWORD)
     url = f"rediss://:{ENCODED}@127.0.0.1:{tls.port}/0?ssl_ca_certs={cert}"
     try:
         async with RedisStore(url, workers=1) as store:
