@@ -6,18 +6,21 @@ it on stderr with ``rich.live.Live``, refreshed a few times a second from rich's
 thread, and leaves the last frame on screen when the run ends. The figures come from the
 run's hook (`trio_mesa._simulate.Run`): nothing here runs per agent.
 
-While it is shown, rich redirects ``sys.stderr`` (and ``sys.stdout`` when it is a
-terminal too) so that prints appear above the display, and re-renders the display in
-every such write, on the writing thread: an agent's worker thread, the thread running
-``model.step()``, the Trio thread. So rendering must work on any thread and must never
-raise into the code that printed: it reads figures the run keeps (never the Trio
-clock), and a failure to read them shows as a line in the display instead of an
-exception in an agent.
+While it is shown, ``sys.stderr`` (and ``sys.stdout`` when it is a terminal too) are
+redirected (rich's redirection, with our thread-safe `_LineProxy` in place of rich's
+``FileProxy``) so that prints appear above the display, each whole line once, and the
+display is re-rendered in every such write, on the writing thread: an agent's worker
+thread, the thread running ``model.step()``, the Trio thread. So rendering must work on
+any thread and must never raise into the code that printed: it reads figures the run
+keeps (never the Trio clock), and a failure to read them shows as a line in the display
+instead of an exception in an agent.
 """
 
 from __future__ import annotations
 
+import io
 import sys
+import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import TYPE_CHECKING, Any
@@ -107,11 +110,13 @@ def live_progress(run: Run) -> Iterator[ProgressView]:
         refresh_per_second=4,
         transient=False,
         redirect_stdout=_is_terminal(sys.stdout),
-    ):
+    ) as live:
+        proxies = _own_proxies(live.console)
         try:
             yield view
         finally:
-            _flush_partial_lines()
+            for proxy in proxies:
+                proxy.drain()
 
 
 def _is_terminal(stream: Any) -> bool:
@@ -121,16 +126,71 @@ def _is_terminal(stream: Any) -> bool:
         return False
 
 
-def _flush_partial_lines() -> None:
-    # rich's FileProxy holds a written line until its newline comes, and Live.stop()
-    # puts the real streams back without flushing it (rich 13-15): a last print with
-    # end="" would show only when the proxy is garbage-collected, out of order after
-    # later output, or never. Flushed here, it shows above the last frame, once.
+class _LineProxy(io.TextIOBase):
+    """What rich's ``FileProxy`` does (whole lines above the display), made safe for
+    agents: one lock around the pending piece (rich's buffer is shared by every thread
+    unguarded: pieces were lost and duplicated), lines printed as text, never markup,
+    and ``flush()`` keeps a piece until its newline (rich's printed it as markup, on a
+    line of its own: ``print("[/x]", end="", flush=True)`` raised ``MarkupError``)."""
+
+    def __init__(self, console: Any, file: Any) -> None:
+        self._console, self._file = console, file
+        self._piece, self._lock = "", threading.Lock()
+
+    @property
+    def rich_proxied_file(self) -> Any:  # where rich's console writes the display
+        return self._file
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._file, name)
+
+    def write(self, text: str) -> int:
+        if not isinstance(text, str):
+            raise TypeError(f"write() argument must be str, not {type(text).__name__}")
+        with self._lock:
+            lines, newline, self._piece = (self._piece + text).rpartition("\n")
+        if newline:  # printed outside the lock: the console has its own
+            self._show(lines)
+        return len(text)
+
+    def flush(self) -> None:
+        """A piece waits for its newline: shown now, it would break the line."""
+
+    def drain(self) -> None:
+        """Show the piece still waiting (the display is about to stop)."""
+        with self._lock:
+            piece, self._piece = self._piece, ""
+        if piece:
+            self._show(piece)
+
+    def _show(self, lines: str) -> None:
+        from rich.ansi import AnsiDecoder
+        from rich.text import Text
+
+        decoded = AnsiDecoder().decode_line
+        text = Text("\n").join(decoded(line) for line in lines.split("\n"))
+        self._console.print(text, soft_wrap=True)  # the terminal wraps, as without us
+
+    def fileno(self) -> int:
+        return self._file.fileno()
+
+    def isatty(self) -> bool:
+        return self._file.isatty()
+
+
+def _own_proxies(console: Any) -> list[_LineProxy]:
+    # Live has just put its FileProxy on sys.stdout/sys.stderr (it restores the real
+    # streams itself when it stops): ours take their place.
     from rich.file_proxy import FileProxy
 
-    for stream in (sys.stdout, sys.stderr):
+    proxies = []
+    for name in ("stdout", "stderr"):
+        stream = getattr(sys, name)
         if isinstance(stream, FileProxy):
-            stream.flush()
+            proxy = _LineProxy(console, stream.rich_proxied_file)
+            setattr(sys, name, proxy)
+            proxies.append(proxy)
+    return proxies
 
 
 __all__ = ["ProgressView", "live_progress"]

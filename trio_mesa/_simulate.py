@@ -27,6 +27,7 @@ run's context calls once with its ``stop`` function.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import contextvars
 import sys
 import threading
@@ -548,9 +549,14 @@ async def aio_simulate(
                 # thread's concurrent future instead would release model.step() while
                 # its agents were still being cancelled), then wait for model.step().
                 stopping = True
-                for task in list(running):
-                    task.cancel()
-                await asyncio.wait([work])
+                while not work.done():
+                    for task in list(running):
+                        task.cancel()
+                    # Cancelled again (a second Ctrl-C): still wait. Leaving now, the
+                    # pool's shutdown would join model.step()'s thread on this loop's
+                    # thread while that thread waits on this loop: a deadlock.
+                    with contextlib.suppress(asyncio.CancelledError):
+                        await asyncio.wait([work])
                 if not work.cancelled():
                     # Taken, or asyncio logs "Future exception was never retrieved" at
                     # exit: model.step() ends with the step's CancelledError, and the
