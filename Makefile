@@ -25,7 +25,19 @@ $(VENV)/.installed-%: pyproject.toml $(VENV)/.created
 demo: $(VENV)/.installed-demo
 	$(PY) -m fault_injection run demo --real-time --checkpoint .trio-mesa-runs/demo-$$(date +%Y%m%d-%H%M%S)
 
-test: $(VENV)/.installed-test
+# The Redis store's tests run a real redis-server (Debian's package, 7.x), started and
+# stopped by the tests themselves on a random loopback port.
+$(VENV)/.redis: $(VENV)/.created
+	@command -v redis-server >/dev/null 2>&1 || { \
+	  echo "redis-server not found: installing Debian's redis-server package"; \
+	  if [ "$$(id -u)" = 0 ]; then SUDO=; else SUDO=sudo; fi; \
+	  { $$SUDO apt-get update -q && $$SUDO apt-get install -y -q redis-server; } || { \
+	    echo "error: could not install redis-server (apt-get install -y redis-server," \
+	      "as root or with sudo); the Redis store tests need it" >&2; exit 1; }; }
+	@redis-server --version
+	touch $@
+
+test: $(VENV)/.installed-test $(VENV)/.redis
 	$(PY) -m pytest
 
 bench: $(VENV)/.installed-bench
