@@ -106,7 +106,10 @@ def undeclared(pyproject: dict[str, Any]) -> list[str]:
                     continue
                 dists = {_normalize(d) for d in providers.get(module, [])}
                 if not dists:
-                    problems.append(f"{where}:{line}: {module!r} is not installed")
+                    # A lazy import of an opt-in extra not installed here (ray) is fine
+                    # when that extra declares a distribution of the module's name.
+                    if not (not eager and _normalize(module) in anywhere):
+                        problems.append(f"{where}:{line}: {module!r} is not installed")
                     continue
                 allowed, section = (eager_ok, eager_section) if eager else (anywhere, "pyproject")
                 if not dists & allowed:
