@@ -372,7 +372,13 @@ def test_trio_mesa_paces_requests_and_tokens_to_the_servers_quota() -> None:
         )
         stats = server.stats()
     assert report.all_ok, str(report)
-    assert report.usage.calls == 40 and limit.reservations == stats["requests"]
+    assert report.usage.calls == 40
+    # One reservation per request sent; a 429's hold-off voids the slots given out
+    # behind it, and their holders reserve again (how many depends on the machine's load).
+    if stats["quota_exceeded"]:
+        assert limit.reservations >= stats["requests"]
+    else:
+        assert limit.reservations == stats["requests"]
     assert limit.tokens_used == report.usage.total_tokens == stats["quota"]["llm_tokens_charged"]
     # The estimate (characters / 4) misses the completion; the limit learned it.
     assert limit.expected_ratio > 1.0
