@@ -37,6 +37,8 @@ from ._retry import retry_after_from_headers
 
 __all__ = [
     "estimate_tokens",
+    "hold",
+    "loop_sleep",
     "pass_gate_async",
     "pass_gate_sync",
     "settle_response",
@@ -128,7 +130,8 @@ def _now_and_clock() -> tuple[float, object]:
 # -- async requests --------------------------------------------------------------------------
 
 
-async def _loop_sleep(seconds: float) -> None:
+async def loop_sleep(seconds: float) -> None:
+    """Sleep on the running loop: asyncio's when there is one, else Trio's."""
     try:
         asyncio.get_running_loop()
     except RuntimeError:
@@ -137,7 +140,8 @@ async def _loop_sleep(seconds: float) -> None:
         await asyncio.sleep(seconds)
 
 
-async def _hold() -> None:
+async def hold() -> None:
+    """Wait on the running loop until cancelled (asyncio's when there is one, else Trio's)."""
     try:
         loop = asyncio.get_running_loop()
     except RuntimeError:
@@ -155,11 +159,11 @@ async def pass_gate_async(limit: RateLimit, tokens: int, deadline: float) -> int
         deadline = math.inf  # no Trio run here: the deadline's clock is not ours
     reservation = limit.reserve(now, tokens=tokens, deadline=deadline, clock=clock)
     if reservation is None:
-        await _hold()
-        raise AssertionError("unreachable: _hold() only ends by cancellation")
+        await hold()
+        raise AssertionError("unreachable: hold() only ends by cancellation")
     held = [reservation.tokens]
     try:
-        await _wait(limit, reservation, deadline, clock, _loop_sleep, held)
+        await _wait(limit, reservation, deadline, clock, loop_sleep, held)
     except BaseException:
         limit.settle(held[0], 0, now=_now_and_clock()[0], clock=clock)  # never sent
         raise
@@ -179,7 +183,7 @@ async def _wait(
     while reservation is not None:
         held[0] = reservation.tokens
         if reservation.start >= deadline:
-            await _hold()  # moved past the deadline (a hold-off, settled debt)
+            await hold()  # moved past the deadline (a hold-off, settled debt)
         now = _now_and_clock()[0]
         left = reservation.start - now
         if left > 0:

@@ -31,7 +31,15 @@ from typing import Any
 import httpx
 
 from ._cassette import Exchange, first_difference
-from ._gate import estimate_tokens, pass_gate_async, pass_gate_sync, settle_response, sleep_sync
+from ._gate import (
+    estimate_tokens,
+    hold,
+    loop_sleep,
+    pass_gate_async,
+    pass_gate_sync,
+    settle_response,
+    sleep_sync,
+)
 from ._recording import Recording
 from ._retry import Retry, is_transient_status
 from ._seam_context import Seam, current_seam
@@ -229,6 +237,55 @@ def _count_request(call: _Call, retried: bool) -> None:
             call.ledger[REQUEST_RETRIES] += 1
 
 
+def _retried_response(
+    retry: Retry | None, attempt: int, response: httpx.Response
+) -> BaseException | None:
+    """The failure a response is retried for (a transient status the retry allows
+    another attempt for), or ``None``: the response goes to the caller."""
+    if is_transient_status(response.status_code):
+        failure = SeamHTTPError(response)
+        if _should_retry(retry, attempt, failure):
+            return failure
+    return None
+
+
+def _record_unanswered(
+    recording: Recording | None, call: _Call, number: int, exc: BaseException
+) -> None:
+    """A sent request got no response: a transport error, or the client hung up."""
+    if recording is None:
+        return
+    if isinstance(exc, httpx.TransportError):
+        recording.write(Exchange.failed(call.agent, number, call.body, exc))
+    else:
+        recording.write(Exchange.hung_up(call.agent, number, call.body))
+
+
+def _answered(
+    call: _Call,
+    number: int,
+    recording: Recording | None,
+    limit: Any,
+    reserved: int,
+    tokens: int,
+    response: httpx.Response,
+) -> None:
+    """A sent request's response was read: settle its tokens, record the exchange."""
+    if limit is not None:
+        settle_response(limit, reserved, tokens, response, call.agent)
+    if recording is not None:
+        recording.write(
+            Exchange.from_response(
+                call.agent,
+                number,
+                call.body,
+                response.status_code,
+                response.headers,
+                response.content,
+            )
+        )
+
+
 # -- the transports --------------------------------------------------------------------------
 
 
@@ -277,15 +334,11 @@ class SeamAsyncTransport(httpx.AsyncBaseTransport):
                     raise
                 failure = exc
             else:
-                failure = None
-                if is_transient_status(response.status_code):
-                    failure = SeamHTTPError(response)
-                    if not _should_retry(retry, attempt, failure):
-                        failure = None
+                failure = _retried_response(retry, attempt, response)
                 if failure is None:
                     _take_usage(call, response)
                     return response
-            await _sleep(retry.delay(attempt, failure, seam.rng))  # type: ignore[union-attr]
+            await loop_sleep(retry.delay(attempt, failure, seam.rng))  # type: ignore[union-attr]
             attempt += 1
 
     async def _exchange(self, call: _Call, request: httpx.Request) -> httpx.Response:
@@ -303,38 +356,22 @@ class SeamAsyncTransport(httpx.AsyncBaseTransport):
                 assert exchange is not None
                 if exchange.error:
                     raise _replayed_error(exchange, request)
-                await _hold()  # abandoned when recorded: the client gives up again
-                raise AssertionError("unreachable: _hold() only ends by cancellation")
+                await hold()  # abandoned when recorded: the client gives up again
+                raise AssertionError("unreachable: hold() only ends by cancellation")
             call.request_body(request)
             request.headers[_CALL_HEADER] = str(number)
         limit = call.seam.rate_limit if call.seam is not None else None
+        tokens = reserved = 0
         if limit is not None:
             tokens = estimate_tokens(call.request_body(request)) if limit.tokens else 0
             reserved = await pass_gate_async(limit, tokens, call.ledger[DEADLINE])
         try:
             response = await self._transport().handle_async_request(request)
             await response.aread()
-        except httpx.TransportError as exc:
-            if recording is not None:
-                recording.write(Exchange.failed(call.agent, number, call.body, exc))
+        except BaseException as exc:  # cancelled mid-request: the client hung up
+            _record_unanswered(recording, call, number, exc)
             raise
-        except BaseException:  # cancelled mid-request: the client hung up
-            if recording is not None:
-                recording.write(Exchange.hung_up(call.agent, number, call.body))
-            raise
-        if limit is not None:
-            settle_response(limit, reserved, tokens, response, call.agent)
-        if recording is not None:
-            recording.write(
-                Exchange.from_response(
-                    call.agent,
-                    number,
-                    call.body,
-                    response.status_code,
-                    response.headers,
-                    response.content,
-                )
-            )
+        _answered(call, number, recording, limit, reserved, tokens, response)
         return response
 
     async def aclose(self) -> None:
@@ -351,28 +388,6 @@ class SeamAsyncTransport(httpx.AsyncBaseTransport):
 
 def _no() -> bool:
     return False
-
-
-async def _sleep(seconds: float) -> None:
-    try:
-        asyncio.get_running_loop()
-    except RuntimeError:
-        import trio
-
-        await trio.sleep(seconds)
-    else:
-        await asyncio.sleep(seconds)
-
-
-async def _hold() -> None:
-    try:
-        loop = asyncio.get_running_loop()
-    except RuntimeError:
-        import trio
-
-        await trio.sleep_forever()
-    else:
-        await loop.create_future()
 
 
 class SeamTransport(httpx.BaseTransport):
@@ -404,11 +419,7 @@ class SeamTransport(httpx.BaseTransport):
                     raise
                 failure = exc
             else:
-                failure = None
-                if is_transient_status(response.status_code):
-                    failure = SeamHTTPError(response)
-                    if not _should_retry(retry, attempt, failure):
-                        failure = None
+                failure = _retried_response(retry, attempt, response)
                 if failure is None:
                     _take_usage(call, response)
                     return response
@@ -434,33 +445,17 @@ class SeamTransport(httpx.BaseTransport):
             call.request_body(request)
             request.headers[_CALL_HEADER] = str(number)
         limit = call.seam.rate_limit if call.seam is not None else None
+        tokens = reserved = 0
         if limit is not None:
             tokens = estimate_tokens(call.request_body(request)) if limit.tokens else 0
             reserved = pass_gate_sync(limit, tokens, call.ledger[DEADLINE])
         try:
             response = self._inner.handle_request(request)
             response.read()
-        except httpx.TransportError as exc:
-            if recording is not None:
-                recording.write(Exchange.failed(call.agent, number, call.body, exc))
+        except BaseException as exc:
+            _record_unanswered(recording, call, number, exc)
             raise
-        except BaseException:
-            if recording is not None:
-                recording.write(Exchange.hung_up(call.agent, number, call.body))
-            raise
-        if limit is not None:
-            settle_response(limit, reserved, tokens, response, call.agent)
-        if recording is not None:
-            recording.write(
-                Exchange.from_response(
-                    call.agent,
-                    number,
-                    call.body,
-                    response.status_code,
-                    response.headers,
-                    response.content,
-                )
-            )
+        _answered(call, number, recording, limit, reserved, tokens, response)
         return response
 
     def close(self) -> None:
